@@ -1,0 +1,237 @@
+"""The pure core of trio_msink: the shared history and every client's cursor.
+
+Like h11's connection, this is a state machine that never touches a stream
+or a clock: the Trio shell calls :meth:`History.push` for each buffer and
+acts on the :class:`PushResult` (clients over the hard limit), and calls
+:meth:`History.peek` / :meth:`History.take` when a client's stream accepts
+data. Every rule of API.md §4 (placement, limits, recovery, retention) and
+§5 (streamheaders) is decided here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ._buffer import Buffer
+from ._enums import Format, RecoverPolicy, SyncMethod
+from ._limits import Limits, recover
+from ._log import BufferLog
+from ._placement import Burst, burst_start, place
+
+__all__ = ["Cursor", "History", "PushResult"]
+
+_KEYFRAME_METHODS = (
+    SyncMethod.LATEST_KEYFRAME,
+    SyncMethod.BURST_KEYFRAME,
+    SyncMethod.BURST_WITH_KEYFRAME,
+)
+
+
+@dataclass(eq=False, slots=True)
+class Cursor:
+    """One client's position in the shared history.
+
+    ``next`` is the sequence number of the next buffer to hand to the
+    client's stream, ``None`` while the client waits for a keyframe.
+    ``flush_end`` is set by a remove-flush: nothing from it on is queued for
+    the client.
+    """
+
+    handle: object
+    next: int | None
+    flush_end: int | None = None
+    headers_version: int = -1  # -1: has not taken a data buffer yet
+    headers_got: tuple[bytes, ...] = ()
+    buffers_dropped: int = 0
+    first_pts: float | None = None
+    last_pts: float | None = None
+    active: bool = True
+
+
+@dataclass(slots=True)
+class PushResult:
+    """What one :meth:`History.push` did."""
+
+    #: False when the buffer was a header already in the streamheader.
+    queued: bool
+    #: Clients over a hard limit; already detached from the history.
+    over_hard: list[Cursor] = field(default_factory=list)
+    #: Clients that soft-limit recovery moved.
+    resynced: list[Cursor] = field(default_factory=list)
+
+
+def _header_bytes(headers: Iterable[Buffer]) -> tuple[bytes, ...]:
+    return tuple(h.tobytes() for h in headers)
+
+
+class History:
+    """The shared history of buffers and the cursors of every client.
+
+    Settings are plain attributes, validated by the caller (the Sink); they
+    take effect at the next :meth:`push` (placement settings at the next
+    :meth:`add`).
+    """
+
+    def __init__(self) -> None:
+        self.log = BufferLog()
+        self.cursors: dict[Cursor, None] = {}  # insertion-ordered set
+        self.limits = Limits()
+        self.recover_policy = RecoverPolicy.NONE
+        self.sync_method = SyncMethod.LATEST
+        self.default_burst = Burst()
+        self.bytes_min: int = -1
+        self.time_min: float = -1
+        self.buffers_min: int = -1
+        self.resend_streamheader = True
+        self.headers: tuple[Buffer, ...] = ()
+        self._header_bytes: tuple[bytes, ...] = ()
+        self.headers_version = 0
+        #: Bytes of data buffers accepted into the history.
+        self.bytes_to_serve = 0
+        #: History length after the last push.
+        self.buffers_queued = 0
+
+    # -- clients -----------------------------------------------------------
+    def add(self, handle: object, method: SyncMethod, burst: Burst) -> Cursor:
+        """Register a client placed by ``method`` against the history now."""
+        cursor = Cursor(handle, place(self.log, method, burst))
+        self.cursors[cursor] = None
+        return cursor
+
+    def remove(self, cursor: Cursor) -> None:
+        """Forget a client; what it still needed is trimmed at the next push."""
+        cursor.active = False
+        self.cursors.pop(cursor, None)
+
+    def waiting(self, cursor: Cursor) -> tuple[int, int]:
+        """``(start, end)``: the client's waiting buffers are ``start .. end - 1``."""
+        end = self.log.next if cursor.flush_end is None else cursor.flush_end
+        if cursor.next is None:
+            return end, end
+        return cursor.next, end
+
+    def lag(self, cursor: Cursor, fmt: Format = Format.BUFFERS) -> float:
+        """The client's lag in ``fmt`` (BUFFERS, BYTES or TIME)."""
+        start, end = self.waiting(cursor)
+        return self.log.amount(fmt, start, end)
+
+    def start_flush(self, cursor: Cursor) -> None:
+        """Queue nothing more for this client than what is waiting now."""
+        if cursor.flush_end is None:
+            cursor.flush_end = self.log.next
+            if cursor.next is None:
+                cursor.next = cursor.flush_end
+
+    def flushed(self, cursor: Cursor) -> bool:
+        """True when a flushing client has handed over everything it had."""
+        start, end = self.waiting(cursor)
+        return cursor.flush_end is not None and start >= end
+
+    # -- the stream --------------------------------------------------------
+    def set_streamheader(self, headers: Iterable[Buffer]) -> None:
+        """Replace the streamheader; clients get it before their next data buffer."""
+        self.headers = tuple(headers)
+        self._header_bytes = _header_bytes(self.headers)
+        self.headers_version += 1
+
+    def push(self, buffer: Buffer) -> PushResult:
+        """Queue ``buffer`` for every client, apply the limits, trim the history."""
+        if buffer.header and buffer.tobytes() in self._header_bytes:
+            return PushResult(queued=False)
+        log = self.log
+        seq = log.append(buffer)
+        self.bytes_to_serve += buffer.size
+        result = PushResult(queued=True)
+        limits, policy = self.limits, self.recover_policy
+        soft = limits.has_soft and policy != RecoverPolicy.NONE
+        hard = limits.has_hard
+        keep = seq
+        for cursor in self.cursors:
+            if cursor.next is None:
+                if not buffer.keyframe or cursor.flush_end is not None:
+                    continue
+                cursor.next = seq
+            start, end = self.waiting(cursor)
+            if soft and cursor.flush_end is None:
+                recovery = recover(log, limits, policy, start, end)
+                if recovery is not None:
+                    cursor.next = recovery.next
+                    cursor.buffers_dropped += recovery.dropped
+                    result.resynced.append(cursor)
+                    if recovery.next is None:
+                        continue
+                    start = recovery.next
+            if hard and limits.over_hard(log, start, end):
+                result.over_hard.append(cursor)
+                continue
+            keep = min(keep, start)
+        for cursor in result.over_hard:
+            self.remove(cursor)
+        log.trim(min(keep, self._retention_start()))
+        self.buffers_queued = len(log)
+        return result
+
+    def _retention_start(self) -> int:
+        """The oldest buffer that the retention settings ask to keep."""
+        log = self.log
+        end = log.next
+        keep = end - 1
+        if self.bytes_min > 0:
+            keep = min(keep, log.newest_start_reaching(Format.BYTES, self.bytes_min, end))
+        if self.buffers_min > 0:
+            keep = min(keep, end - self.buffers_min)
+        if self.time_min > 0:
+            if log.span_between(log.low, end) >= self.time_min:
+                keep = min(keep, log.newest_start_reaching(Format.TIME, self.time_min, end))
+            else:  # not enough yet: keep everything that has a time
+                oldest = log.oldest_pts_seq()
+                keep = min(keep, end - 1 if oldest is None else oldest)
+        if self.default_burst.has_min:
+            keep = min(keep, burst_start(log, self.default_burst))
+        if self.sync_method in _KEYFRAME_METHODS:
+            start = place(log, self.sync_method, self.default_burst)
+            if start is not None:
+                keep = min(keep, start)
+        return keep
+
+    # -- handing buffers to a client's stream ------------------------------
+    def _headers_due(self, cursor: Cursor) -> tuple[Buffer, ...]:
+        if cursor.headers_version == self.headers_version:
+            return ()
+        if cursor.headers_version < 0 or not cursor.headers_got:
+            return self.headers
+        if not self.resend_streamheader or cursor.headers_got == self._header_bytes:
+            return ()
+        return self.headers
+
+    def peek(self, cursor: Cursor, max_buffers: int) -> tuple[tuple[Buffer, ...], list[Buffer]]:
+        """What the client would take next, without taking it: the headers due
+        before the first data buffer, and up to ``max_buffers`` data buffers."""
+        start, end = self.waiting(cursor)
+        if start >= end:
+            return (), []
+        log = self.log
+        data = [log[seq] for seq in range(start, min(end, start + max_buffers))]
+        return self._headers_due(cursor), data
+
+    def take(self, cursor: Cursor, count: int) -> list[Buffer]:
+        """Hand over the next ``count`` data buffers (with any headers due before
+        them); they stop being waiting. Returns headers and data in order."""
+        start, end = self.waiting(cursor)
+        count = min(count, end - start)
+        if count <= 0:
+            return []
+        items = list(self._headers_due(cursor))
+        cursor.headers_version = self.headers_version
+        cursor.headers_got = self._header_bytes
+        log = self.log
+        for seq in range(start, start + count):
+            buffer = log[seq]
+            items.append(buffer)
+            if buffer.pts is not None:
+                if cursor.first_pts is None:
+                    cursor.first_pts = buffer.pts
+                cursor.last_pts = buffer.pts
+        cursor.next = start + count
+        return items

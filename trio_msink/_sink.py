@@ -1,0 +1,570 @@
+"""The Trio shell: :class:`Sink` owns a nursery and serves every client in it.
+
+Each client runs one task with its own cancel scope, holding a writer (and a
+reader for readable streams). ``remove`` cancels that scope at once;
+``remove_flush`` marks the client's channel so the writer finishes what was
+queued and then removes the client itself. A clock task paces delivery by
+PTS when ``sync`` is on. Every rule about which buffer goes where is decided
+by the pure core (:mod:`trio_msink._history`); this module only runs tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from ._buffer import Buffer, as_buffer
+from ._channel import Fanout
+from ._client import Client
+from ._enums import ClientStatus, Format, RecoverPolicy, SyncMethod
+from ._limits import Limits
+from ._placement import Burst
+from ._settings import (
+    Setting,
+    check_amount,
+    check_bool,
+    check_callback,
+    check_count,
+    check_dscp,
+    check_enum,
+    check_seconds,
+)
+from ._stats import ClientStats, SinkStatistics
+from ._writer import write_socket, write_stream
+
+__all__ = ["Sink"]
+
+logger = logging.getLogger("trio_msink")
+
+_check_sync = check_enum(SyncMethod)
+_check_format = check_enum(Format)
+_check_policy = check_enum(RecoverPolicy)
+
+Callback = Callable[..., object] | None
+
+
+class _Paced:
+    """A buffer waiting in the clock task for its delivery time."""
+
+    __slots__ = ("buffer", "done", "target", "withdrawn")
+
+    def __init__(self, buffer: Buffer, target: float) -> None:
+        self.buffer = buffer
+        self.target = target
+        self.done = trio.Event()
+        self.withdrawn = False
+
+
+class Sink:
+    """Fan one stream of buffers out to many ``trio.abc.SendStream`` clients.
+
+    Use it as ``async with Sink(**properties) as sink:``. Every property is
+    keyword-only, readable and assignable as an attribute at any time; an
+    assignment is validated like the constructor argument and a refused value
+    (:exc:`TypeError` for a wrong type, :exc:`ValueError` for a wrong value)
+    changes nothing. Times are seconds; -1 means "unset" and, for the four
+    ``*_max``/``*_soft_max`` limits, 0 also means "no limit".
+
+    The sink never closes a stream it was given: after
+    ``on_client_socket_removed(stream)`` (or after :meth:`serve` returns) the
+    stream is the caller's again.
+    """
+
+    #: Hard limit on a client's lag in buffers; over it the client is removed ``SLOW``.
+    buffers_max = Setting[int](-1, check_count)
+    #: Soft limit in buffers; over it the client gets ``recover_policy``.
+    buffers_soft_max = Setting[int](-1, check_count)
+    #: Unit of ``units_max`` / ``units_soft_max``: BUFFERS, BYTES or TIME.
+    unit_format = Setting[Format](Format.BUFFERS, _check_format)
+    #: Hard limit in ``unit_format`` units (an extra, independent limit).
+    units_max = Setting[float](-1, check_amount)
+    #: Soft limit in ``unit_format`` units.
+    units_soft_max = Setting[float](-1, check_amount)
+    #: What a client over a soft limit gets.
+    recover_policy = Setting[RecoverPolicy](RecoverPolicy.NONE, _check_policy)
+    #: Placement used by :meth:`add`.
+    sync_method = Setting[SyncMethod](SyncMethod.LATEST, _check_sync)
+    #: Unit of ``burst_value``.
+    burst_format = Setting[Format](Format.UNDEFINED, _check_format)
+    #: Minimum burst for :meth:`add` (in ``burst_format``).
+    burst_value = Setting[float](0, check_amount)
+    #: Keep at least this many bytes of history.
+    bytes_min = Setting[int](-1, check_count)
+    #: Keep at least this many seconds of history (PTS span).
+    time_min = Setting[float](-1.0, check_seconds)
+    #: Keep at least this many buffers of history.
+    buffers_min = Setting[int](-1, check_count)
+    #: Seconds a client may make no write progress while it has data waiting
+    #: or being written (0 = off); over it the client is removed ``SLOW``.
+    timeout = Setting[float](0.0, check_seconds)
+    #: Pace delivery by buffer PTS against the Trio clock.
+    sync = Setting[bool](True, check_bool)
+    #: Send changed streamheaders to existing clients.
+    resend_streamheader = Setting[bool](True, check_bool)
+    #: DSCP (0..63) stamped on client sockets; -1 leaves them alone.
+    qos_dscp = Setting[int](-1, check_dscp)
+    #: Read from readable clients (detect EOF, discard or report data).
+    handle_read = Setting[bool](True, check_bool)
+    #: Report bytes read from a client through ``on_message``.
+    send_messages = Setting[bool](False, check_bool)
+    #: Report every buffer completely written to a client through ``on_dispatched``.
+    send_dispatched = Setting[bool](False, check_bool)
+    #: Seconds clients get to receive what is queued when the block is left
+    #: normally (-1 = no limit).
+    linger = Setting[float](5.0, check_seconds)
+
+    on_client_added = Setting[Callback](None, check_callback)
+    on_client_removed = Setting[Callback](None, check_callback)
+    on_client_socket_removed = Setting[Callback](None, check_callback)
+    on_message = Setting[Callback](None, check_callback)
+    on_dispatched = Setting[Callback](None, check_callback)
+
+    def __init__(self, **properties: Any) -> None:
+        settings = {name: spec.default for name, spec in _SETTINGS.items()}
+        for name, value in properties.items():
+            spec = _SETTINGS.get(name)
+            if spec is None:
+                raise TypeError(f"Sink() got an unexpected keyword argument {name!r}")
+            settings[name] = spec.check(name, value)
+        _check_consistent(settings)
+        self.__dict__["_settings"] = settings
+        self._fanout = Fanout()
+        self._clients: dict[trio.abc.SendStream, Client] = {}
+        self._bytes_served = 0
+        self._nursery: trio.Nursery | None = None
+        self._nursery_manager: Any = None
+        self._closed = False
+        self._started = False
+        self._pts_base: float | None = None
+        self._clock_send, self._clock_receive = trio.open_memory_channel[_Paced](math.inf)
+        self._clock_pending = 0
+        self._clock_scope = trio.CancelScope()
+        self._apply_settings()
+
+    # -- settings ------------------------------------------------------------
+    def _update_settings(self, changes: dict[str, object]) -> None:
+        settings = {**self._settings, **changes}
+        _check_consistent(settings)
+        self._settings.update(changes)
+        self._apply_settings()
+        if "qos_dscp" in changes:
+            for client in self._clients.values():
+                _apply_dscp(client.stream, self.qos_dscp)
+        if "timeout" in changes:
+            self._fanout.wake()
+
+    def _apply_settings(self) -> None:
+        history = self._fanout.history
+        s = self._settings
+        history.limits = Limits(
+            s["buffers_max"], s["buffers_soft_max"], s["unit_format"],
+            s["units_max"], s["units_soft_max"],
+        )
+        history.recover_policy = s["recover_policy"]
+        history.sync_method = s["sync_method"]
+        history.default_burst = Burst(s["burst_format"], s["burst_value"])
+        history.bytes_min = s["bytes_min"]
+        history.time_min = s["time_min"]
+        history.buffers_min = s["buffers_min"]
+        history.resend_streamheader = s["resend_streamheader"]
+
+    # -- lifecycle -------------------------------------------------------------
+    async def __aenter__(self) -> Sink:
+        if self._started:
+            raise RuntimeError("a Sink can be entered only once")
+        self._started = True
+        self._nursery_manager = trio.open_nursery()
+        self._nursery = await self._nursery_manager.__aenter__()
+        await self._nursery.start(self._run_clock)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._closed = True
+        try:
+            if exc is None:
+                await self._linger()
+        finally:
+            self.clear()
+            self._clock_scope.cancel()
+            self._clock_send.close()
+            for item in self._clock_receive_pending():
+                item.withdrawn = True
+                item.done.set()
+        return bool(await self._nursery_manager.__aexit__(exc_type, exc, tb))
+
+    def _clock_receive_pending(self) -> Iterable[_Paced]:
+        while True:
+            try:
+                yield self._clock_receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+
+    async def aclose(self) -> None:
+        """Close the sink as leaving the ``async with`` block normally does:
+        clients get up to ``linger`` seconds to receive what is queued."""
+        if self._nursery_manager is None:
+            self._closed = True
+            return
+        await self.__aexit__(None, None, None)
+
+    async def _linger(self) -> None:
+        linger = self.linger
+        deadline = math.inf if linger < 0 else trio.current_time() + linger
+        with trio.move_on_at(deadline):
+            for stream in list(self._clients):
+                self.remove_flush(stream)
+            while self._clients:
+                await next(iter(self._clients.values())).gone.wait()
+
+    def _check_running(self) -> trio.Nursery:
+        if self._closed or self._nursery is None:
+            state = "closed" if self._closed else "not running (use `async with Sink()`)"
+            raise trio.ClosedResourceError(f"the sink is {state}")
+        return self._nursery
+
+    # -- read-only counters ----------------------------------------------------
+    @property
+    def num_handles(self) -> int:
+        """Clients registered now."""
+        return len(self._clients)
+
+    @property
+    def bytes_to_serve(self) -> int:
+        """Bytes of data buffers accepted into the history (headers excluded)."""
+        return self._fanout.history.bytes_to_serve
+
+    @property
+    def bytes_served(self) -> int:
+        """Bytes written to all clients together, headers included."""
+        return self._bytes_served
+
+    @property
+    def buffers_queued(self) -> int:
+        """History length after the last :meth:`send`."""
+        return self._fanout.history.buffers_queued
+
+    def statistics(self) -> SinkStatistics:
+        """A frozen snapshot of the four counters."""
+        return SinkStatistics(
+            self.num_handles, self.bytes_to_serve, self.bytes_served, self.buffers_queued
+        )
+
+    # -- clients -----------------------------------------------------------------
+    def add(self, stream: trio.abc.SendStream) -> None:
+        """Start serving ``stream`` with the sink's ``sync_method`` and
+        ``burst_format``/``burst_value`` (no burst maximum). Returns at once.
+
+        Raises :exc:`TypeError` if ``stream`` is not a ``trio.abc.SendStream``
+        and :exc:`trio.ClosedResourceError` on a closed sink.
+        """
+        self._add(stream, self.sync_method,
+                  Burst(self.burst_format, self.burst_value, Format.UNDEFINED, -1))
+
+    def add_full(
+        self,
+        stream: trio.abc.SendStream,
+        sync_method: SyncMethod,
+        min_format: Format,
+        min_value: float,
+        max_format: Format,
+        max_value: float,
+    ) -> None:
+        """:meth:`add` with an explicit method and burst minimum and maximum.
+
+        Raises :exc:`ValueError` (registering nothing) when both limits are
+        set in the same format and ``max_value < min_value``.
+        """
+        self._add(stream, _check_sync("sync_method", sync_method),
+                  _check_burst(min_format, min_value, max_format, max_value))
+
+    def _add(self, stream: trio.abc.SendStream, method: SyncMethod, burst: Burst) -> Client | None:
+        if not isinstance(stream, trio.abc.SendStream):
+            raise TypeError(f"stream must be a trio.abc.SendStream, not {type(stream).__name__}")
+        nursery = self._check_running()
+        if stream in self._clients:
+            callback = self.on_client_removed
+            if callback is not None:
+                self._call_quietly(callback, stream, ClientStatus.DUPLICATE)
+            return None
+        client = Client(self, stream, self._fanout.open_channel(stream, method, burst))
+        self._clients[stream] = client
+        _apply_dscp(stream, self.qos_dscp)
+        nursery.start_soon(self._run_client, client)
+        if self.on_client_added is not None:
+            client.call(self.on_client_added, stream)
+        return client
+
+    async def serve(
+        self,
+        stream: trio.abc.SendStream,
+        *,
+        sync_method: SyncMethod | None = None,
+        min_format: Format | None = None,
+        min_value: float = -1,
+        max_format: Format | None = None,
+        max_value: float = -1,
+    ) -> ClientStatus:
+        """Add ``stream``, then wait until it is removed; returns its final status.
+
+        Defaults are the sink's properties (``sync_method``, ``burst_format``,
+        ``burst_value``; no maximum). Cancelling ``serve`` removes the client.
+        Made to be a ``trio.serve_tcp`` handler::
+
+            await trio.serve_tcp(sink.serve, port)
+        """
+        method = self.sync_method if sync_method is None else _check_sync("sync_method", sync_method)
+        burst = _check_burst(
+            self.burst_format if min_format is None else min_format,
+            self.burst_value if min_value == -1 and min_format is None else min_value,
+            Format.UNDEFINED if max_format is None else max_format,
+            max_value,
+        )
+        client = self._add(stream, method, burst)
+        if client is None:
+            await trio.lowlevel.checkpoint()
+            return ClientStatus.DUPLICATE
+        try:
+            await client.gone.wait()
+            await client.finished.wait()
+        except BaseException:
+            self._remove_client(client, ClientStatus.REMOVED)
+            raise
+        return client.status
+
+    def remove(self, stream: trio.abc.SendStream) -> None:
+        """Remove ``stream`` now: data not yet written is discarded; status
+        ``REMOVED``. Unknown streams are ignored. Overrides a pending
+        :meth:`remove_flush`."""
+        client = self._clients.get(stream)
+        if client is not None:
+            self._remove_client(client, ClientStatus.REMOVED)
+
+    def remove_flush(self, stream: trio.abc.SendStream) -> None:
+        """Finish writing what is already queued for ``stream`` (nothing that
+        arrives later), then remove it with status ``REMOVED``. A client with
+        nothing queued or being written is removed at once."""
+        client = self._clients.get(stream)
+        if client is None or client.removed or client.channel.flushing():
+            return
+        client.channel.start_flush()
+        if client.channel.flushed() and not client.writing:
+            self._remove_client(client, ClientStatus.REMOVED)
+
+    def clear(self) -> None:
+        """Remove every client with status ``REMOVED``."""
+        for client in list(self._clients.values()):
+            self._remove_client(client, ClientStatus.REMOVED)
+
+    def get_stats(self, stream: trio.abc.SendStream) -> ClientStats | None:
+        """A frozen :class:`ClientStats` for ``stream``, or ``None`` if unknown."""
+        client = self._clients.get(stream)
+        return None if client is None else client.stats()
+
+    # -- the stream ----------------------------------------------------------------
+    def set_streamheader(self, buffers: Iterable[Buffer | bytes] | None) -> None:
+        """Set the headers every client receives before its first data buffer
+        (and, with ``resend_streamheader``, again when they change); ``None``
+        or ``[]`` clears them."""
+        headers = [] if buffers is None else [
+            as_buffer(b, f"buffers[{i}]") for i, b in enumerate(buffers)
+        ]
+        self._fanout.history.set_streamheader(headers)
+
+    async def send(self, buffer: Buffer | bytes) -> None:
+        """Queue ``buffer`` for every client.
+
+        Never waits for a client; with ``sync`` it waits until the buffer's
+        PTS is due (§6). When it returns the buffer is queued and every limit
+        applied: a client over the hard limit has been removed ``SLOW``.
+        If cancelled while waiting for its time, the buffer is not queued.
+        """
+        item = as_buffer(buffer)
+        self._check_running()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        target = self._pace_target(item)
+        if target is None and not self._clock_pending:
+            self._queue(item)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        paced = _Paced(item, -math.inf if target is None else target)
+        self._clock_pending += 1
+        self._clock_send.send_nowait(paced)
+        try:
+            await paced.done.wait()
+        except BaseException:
+            paced.withdrawn = True
+            raise
+        if paced.withdrawn:
+            raise trio.ClosedResourceError("the sink was closed before the buffer was due")
+
+    def _pace_target(self, buffer: Buffer) -> float | None:
+        if not self.sync or buffer.pts is None:
+            return None
+        now = trio.current_time()
+        if self._pts_base is None:
+            self._pts_base = now - buffer.pts
+            return None
+        target = self._pts_base + buffer.pts
+        return target if target > now else None
+
+    async def _run_clock(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        with self._clock_scope:
+            async for paced in self._clock_receive:
+                try:
+                    await trio.sleep_until(paced.target)
+                finally:
+                    self._clock_pending -= 1
+                    if self._closed:
+                        paced.withdrawn = True
+                    elif not paced.withdrawn:
+                        self._queue(paced.buffer)
+                    paced.done.set()
+
+    def _queue(self, buffer: Buffer) -> None:
+        result = self._fanout.send_nowait(buffer)
+        for cursor in result.over_hard:
+            client = self._clients.get(cursor.handle)  # type: ignore[call-overload]
+            if client is not None:
+                self._remove_client(client, ClientStatus.SLOW)
+
+    # -- client tasks ----------------------------------------------------------------
+    async def _run_client(self, client: Client) -> None:
+        try:
+            with client.scope:
+                async with trio.open_nursery() as nursery:
+                    if self.handle_read and isinstance(client.stream, trio.abc.ReceiveStream):
+                        nursery.start_soon(self._read, client, client.stream)
+                    await self._write(client)
+                    nursery.cancel_scope.cancel()
+        finally:
+            client.writing = False
+            client.finished.set()
+
+    async def _write(self, client: Client) -> None:
+        stream = client.stream
+        try:
+            if type(stream) is trio.SocketStream and stream.socket.type == socket.SOCK_STREAM:
+                await write_socket(client, stream)
+            else:
+                await write_stream(client, stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, BrokenPipeError,
+                ConnectionResetError):
+            self._remove_client(client, ClientStatus.CLOSED)
+        except Exception:
+            logger.debug("writing to %r failed", stream, exc_info=True)
+            self._remove_client(client, ClientStatus.ERROR)
+
+    async def _read(self, client: Client, stream: trio.abc.ReceiveStream) -> None:
+        while True:
+            try:
+                data = await stream.receive_some()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._remove_client(client, ClientStatus.CLOSED)
+                return
+            except Exception:
+                logger.debug("reading from %r failed", stream, exc_info=True)
+                self._remove_client(client, ClientStatus.ERROR)
+                return
+            if not data:
+                self._remove_client(client, ClientStatus.CLOSED)
+                return
+            if self.send_messages and self.on_message is not None:
+                client.call(self.on_message, stream, bytes(data))
+
+    def _remove_client(self, client: Client, status: ClientStatus) -> None:
+        if client.removed:
+            return
+        client.removed = True
+        client.status = status
+        client.disconnect_time = time.time()
+        client.disconnect_clock = trio.current_time()
+        client.channel.close()
+        client.scope.cancel()
+        stream = client.stream
+        try:
+            if self.on_client_removed is not None:
+                self._call_quietly(self.on_client_removed, stream, status)
+        finally:
+            if self._clients.get(stream) is client:
+                del self._clients[stream]
+            if self.on_client_socket_removed is not None:
+                self._call_quietly(self.on_client_socket_removed, stream)
+            client.gone.set()
+
+    def _call_quietly(self, callback: Callable[..., object], *args: object) -> None:
+        try:
+            callback(*args)
+        except Exception:
+            self._log_callback_error(callback)
+
+    def _log_callback_error(self, callback: Callable[..., object]) -> None:
+        logger.exception("callback %r raised", callback)
+
+
+_SETTINGS: dict[str, Setting[Any]] = {
+    name: value for name, value in vars(Sink).items() if isinstance(value, Setting)
+}
+
+
+def _check_consistent(settings: dict[str, Any]) -> None:
+    """A soft limit may not be above its hard limit (both set, > 0)."""
+    for soft, hard in (("buffers_soft_max", "buffers_max"), ("units_soft_max", "units_max")):
+        if settings[soft] > 0 and settings[hard] > 0 and settings[soft] > settings[hard]:
+            raise ValueError(
+                f"{soft} ({settings[soft]}) must not be above {hard} ({settings[hard]})"
+            )
+
+
+def _check_burst(min_format: object, min_value: object, max_format: object,
+                 max_value: object) -> Burst:
+    burst = Burst(
+        _check_format("min_format", min_format), check_amount("min_value", min_value),
+        _check_format("max_format", max_format), check_amount("max_value", max_value),
+    )
+    if (burst.min_format == burst.max_format and burst.min_value >= 0
+            and burst.max_value >= 0 and burst.max_value < burst.min_value):
+        raise ValueError(
+            f"max_value ({max_value}) must not be below min_value ({min_value}) "
+            f"in the same format"
+        )
+    return burst
+
+
+def _find_socket(stream: object) -> socket.socket | trio.socket.SocketType | None:
+    for _ in range(4):  # unwrap SSLStream and similar layers
+        sock = getattr(stream, "socket", None)
+        if sock is not None:
+            return sock  # type: ignore[no-any-return]
+        stream = getattr(stream, "transport_stream", None)
+        if stream is None:
+            return None
+    return None
+
+
+def _apply_dscp(stream: object, dscp: int) -> None:
+    """Stamp ``dscp`` on the stream's socket; failures are logged, never fatal."""
+    if dscp < 0:
+        return
+    sock = _find_socket(stream)
+    if sock is None:
+        return
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, dscp << 2)
+        elif sock.family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
+    except OSError:
+        logger.warning("could not set DSCP %d on %r", dscp, stream, exc_info=True)

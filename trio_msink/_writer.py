@@ -1,0 +1,220 @@
+"""Writer tasks: hand a client's waiting buffers to its stream.
+
+Two strategies, chosen per stream:
+
+* :func:`write_socket` for a plain ``trio.SocketStream``: one non-blocking
+  ``writev`` carries as many waiting buffers as the socket accepts (up to
+  ``IOV_MAX`` segments); buffers it did not take stay waiting, so a stalled
+  client's backlog shows as lag and the limits see it.
+* :func:`write_stream` for any other ``trio.abc.SendStream`` (TLS, pipes,
+  WebSocket adapters, test doubles): one buffer at a time through
+  ``send_all``.
+
+Both report progress to a :class:`Progress` (the Sink's client record), and
+both stop by returning once the client's flush is done.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import trio
+
+from ._buffer import Buffer
+from ._channel import ClientChannel
+
+__all__ = ["Progress", "write_socket", "write_stream"]
+
+# Linux caps one writev at IOV_MAX (1024) segments; 4 MiB per call keeps
+# a burst to one client from monopolising the loop (a 100 MB history would
+# otherwise be offered in one call).
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+_MAX_BYTES_PER_CALL = 4 * 1024 * 1024
+
+
+class Progress(Protocol):
+    """What a writer tells the sink about its client."""
+
+    channel: ClientChannel
+    writing: bool
+
+    def progressed(self, nbytes: int) -> None: ...
+    def dispatched(self, buffer: Buffer) -> None: ...
+    def stall_deadline(self) -> float: ...
+    def stalled(self) -> None: ...
+    def flushed(self) -> None: ...
+    def became_busy(self) -> None: ...
+
+
+async def _wait_for_data(client: Progress) -> bool:
+    """Wait until the client has data; False when its flush is complete."""
+    channel = client.channel
+    if channel.flushed():
+        client.flushed()
+        return False
+    await channel.wait()
+    client.became_busy()
+    return True
+
+
+async def write_stream(client: Progress, stream: trio.abc.SendStream) -> None:
+    """Write one buffer at a time with ``stream.send_all``."""
+    channel = client.channel
+    while True:
+        items = channel.take(1)
+        if not items:
+            if not await _wait_for_data(client):
+                return
+            continue
+        client.writing = True
+        for item in items:
+            for segment in item.segments:
+                if not segment.nbytes:
+                    continue
+                with trio.move_on_at(client.stall_deadline()) as scope:
+                    await stream.send_all(segment)
+                if scope.cancelled_caught:
+                    client.stalled()
+                    return
+                client.progressed(segment.nbytes)
+            client.dispatched(item)
+        client.writing = False
+
+
+class _InFlight:
+    """Segments handed to the socket but not completely written yet."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Buffer, int]] = []  # (buffer, bytes still to write)
+        self.segments: list[memoryview] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.segments)
+
+
+def _segments_of(items: list[Buffer], room: int, budget: int) -> list[memoryview]:
+    out: list[memoryview] = []
+    for item in items:
+        for segment in item.segments:
+            if segment.nbytes and len(out) < room and budget > 0:
+                out.append(segment)
+                budget -= segment.nbytes
+    return out
+
+
+async def write_socket(client: Progress, stream: trio.SocketStream) -> None:
+    """Write with non-blocking ``writev`` calls of many buffers each."""
+    channel = client.channel
+    fd = stream.socket.fileno()
+    inflight = _InFlight()
+    while True:
+        headers: tuple[Buffer, ...] = ()
+        data: list[Buffer] = []
+        room = _IOV_MAX - len(inflight.segments)
+        if room > 0:
+            headers, data = channel.peek(room)
+        if not inflight and not data:
+            if not await _wait_for_data(client):
+                return
+            continue
+        offered = [*headers, *data]
+        iov = inflight.segments + _segments_of(offered, room, _MAX_BYTES_PER_CALL)
+        written = 0
+        if iov:
+            try:
+                written = os.writev(fd, iov)
+            except BlockingIOError:
+                written = 0
+        if written:
+            client.progressed(written)
+        remaining = _account(client, inflight, headers, data, written)
+        client.writing = remaining
+        if remaining or (not written and iov):
+            with trio.move_on_at(client.stall_deadline()) as scope:
+                await trio.lowlevel.wait_writable(fd)
+            if scope.cancelled_caught:
+                client.stalled()
+                return
+        elif not iov:
+            # Only zero-length buffers were waiting: they are written by taking them.
+            for item in channel.take(len(data)):
+                client.dispatched(item)
+        else:
+            await trio.lowlevel.checkpoint()
+
+
+def _account(
+    client: Progress,
+    inflight: _InFlight,
+    headers: tuple[Buffer, ...],
+    data: list[Buffer],
+    written: int,
+) -> bool:
+    """Book ``written`` bytes: finish in-flight buffers, take the offered ones
+    the socket accepted (a partly written one becomes in-flight). Returns True
+    when something is still in flight."""
+    # 1. what was already in flight
+    while inflight.items and written:
+        buffer, left = inflight.items[0]
+        step = min(left, written)
+        written -= step
+        left -= step
+        if left:
+            inflight.items[0] = (buffer, left)
+        else:
+            inflight.items.pop(0)
+            client.dispatched(buffer)
+    _drop_written(inflight, sum(left for _, left in inflight.items))
+    if inflight.items or not written:
+        return bool(inflight.items)
+    # 2. the offered headers and data: take every data buffer that got a byte
+    #    or was completely written (zero-length ones); headers go with the first.
+    count, pos = 0, 0
+    for i, buffer in enumerate(data):
+        start = pos if i else 0
+        pos += buffer.size + (sum(h.size for h in headers) if i == 0 else 0)
+        if written > start or written >= pos:
+            count += 1
+        else:
+            break
+    for buffer in client.channel.take(count):
+        step = min(buffer.size, written)
+        written -= step
+        if step == buffer.size:
+            client.dispatched(buffer)
+        else:
+            inflight.items.append((buffer, buffer.size - step))
+    _rebuild(inflight)
+    return bool(inflight.items)
+
+
+def _drop_written(inflight: _InFlight, left: int) -> None:
+    """Keep only the last ``left`` bytes of the in-flight segments."""
+    segments: list[memoryview] = []
+    for segment in reversed(inflight.segments):
+        if left <= 0:
+            break
+        if segment.nbytes <= left:
+            segments.append(segment)
+            left -= segment.nbytes
+        else:
+            segments.append(segment[segment.nbytes - left :])
+            left = 0
+    segments.reverse()
+    inflight.segments = segments
+
+
+def _rebuild(inflight: _InFlight) -> None:
+    """In-flight segments from the in-flight items' unwritten tails."""
+    segments: list[memoryview] = []
+    for buffer, left in inflight.items:
+        skip = buffer.size - left
+        for segment in buffer.segments:
+            if skip >= segment.nbytes:
+                skip -= segment.nbytes
+                continue
+            segments.append(segment[skip:])
+            skip = 0
+    inflight.segments = segments
+
