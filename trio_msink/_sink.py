@@ -134,7 +134,7 @@ class Sink:
                 raise TypeError(f"Sink() got an unexpected keyword argument {name!r}")
             settings[name] = spec.check(name, value)
         _check_consistent(settings)
-        self.__dict__["_settings"] = settings
+        self._settings: dict[str, Any] = settings
         self._fanout = Fanout()
         self._clients: dict[trio.abc.SendStream, Client] = {}
         self._bytes_served = 0
@@ -324,7 +324,9 @@ class Sink:
 
             await trio.serve_tcp(sink.serve, port)
         """
-        method = self.sync_method if sync_method is None else _check_sync("sync_method", sync_method)
+        method = self.sync_method
+        if sync_method is not None:
+            method = _check_sync("sync_method", sync_method)
         burst = _check_burst(
             self.burst_format if min_format is None else min_format,
             self.burst_value if min_value == -1 and min_format is None else min_value,
@@ -419,7 +421,9 @@ class Sink:
         target = self._pts_base + buffer.pts
         return target if target > now else None
 
-    async def _run_clock(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run_clock(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         task_status.started()
         with self._clock_scope:
             async for paced in self._clock_receive:
