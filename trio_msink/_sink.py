@@ -142,6 +142,7 @@ class Sink:
         self._nursery_manager: Any = None
         self._closed = False
         self._started = False
+        self._exited = False
         self._pts_base: float | None = None
         self._clock_send, self._clock_receive = trio.open_memory_channel[_Paced](math.inf)
         self._clock_pending = 0
@@ -191,6 +192,9 @@ class Sink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        if self._exited:
+            return None
+        self._exited = True
         self._closed = True
         try:
             if exc is None:
@@ -213,7 +217,8 @@ class Sink:
 
     async def aclose(self) -> None:
         """Close the sink as leaving the ``async with`` block normally does:
-        clients get up to ``linger`` seconds to receive what is queued."""
+        clients get up to ``linger`` seconds to receive what is queued, then
+        the rest are removed. Leaving the block afterwards does nothing more."""
         if self._nursery_manager is None:
             self._closed = True
             return

@@ -7,8 +7,8 @@ Two strategies, chosen per stream:
   ``IOV_MAX`` segments); buffers it did not take stay waiting, so a stalled
   client's backlog shows as lag and the limits see it.
 * :func:`write_stream` for any other ``trio.abc.SendStream`` (TLS, pipes,
-  WebSocket adapters, test doubles): one buffer at a time through
-  ``send_all``.
+  WebSocket adapters, test doubles): one buffer at a time, one ``send_all``
+  per buffer (a WebSocket adapter turns each into one message).
 
 Both report progress to a :class:`Progress` (the Sink's client record), and
 both stop by returning once the client's flush is done.
@@ -69,15 +69,17 @@ async def write_stream(client: Progress, stream: trio.abc.SendStream) -> None:
             continue
         client.writing = True
         for item in items:
-            for segment in item.segments:
-                if not segment.nbytes:
-                    continue
+            # One send_all per buffer, so that message-based adapters (a
+            # WebSocket) see whole buffers; only a multi-segment buffer is
+            # joined, since a generic stream takes one bytes-like at a time.
+            if item.size:
+                data = item.segments[0] if len(item.segments) == 1 else item.tobytes()
                 with trio.move_on_at(client.stall_deadline()) as scope:
-                    await stream.send_all(segment)
+                    await stream.send_all(data)
                 if scope.cancelled_caught:
                     client.stalled()
                     return
-                client.progressed(segment.nbytes)
+                client.progressed(item.size)
             client.dispatched(item)
         client.writing = False
 
