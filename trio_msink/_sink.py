@@ -14,7 +14,8 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any
 
@@ -139,14 +140,13 @@ class Sink:
         self._clients: dict[trio.abc.SendStream, Client] = {}
         self._bytes_served = 0
         self._nursery: trio.Nursery | None = None
-        self._nursery_manager: Any = None
+        self._lifetime: AbstractAsyncContextManager[None] | None = None
         self._closed = False
         self._started = False
         self._exited = False
         self._pts_base: float | None = None
         self._clock_send, self._clock_receive = trio.open_memory_channel[_Paced](math.inf)
         self._clock_pending = 0
-        self._clock_scope = trio.CancelScope()
         self._apply_settings()
 
     # -- settings ------------------------------------------------------------
@@ -181,9 +181,8 @@ class Sink:
         if self._started:
             raise RuntimeError("a Sink can be entered only once")
         self._started = True
-        self._nursery_manager = trio.open_nursery()
-        self._nursery = await self._nursery_manager.__aenter__()
-        await self._nursery.start(self._run_clock)
+        self._lifetime = self._run()
+        await self._lifetime.__aenter__()
         return self
 
     async def __aexit__(
@@ -195,18 +194,34 @@ class Sink:
         if self._exited:
             return None
         self._exited = True
-        self._closed = True
-        try:
-            if exc is None:
+        assert self._lifetime is not None
+        return await self._lifetime.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _run(self) -> AsyncIterator[None]:
+        """The nursery's lifetime. The body's exception is held while the
+        nursery closes and re-raised after, so it reaches the caller as it
+        was raised (not inside an ExceptionGroup)."""
+        failure: BaseException | None = None
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self._run_clock)
+            try:
+                yield
+                self._closed = True
                 await self._linger()
-        finally:
-            self.clear()
-            self._clock_scope.cancel()
-            self._clock_send.close()
-            for item in self._clock_receive_pending():
-                item.withdrawn = True
-                item.done.set()
-        return bool(await self._nursery_manager.__aexit__(exc_type, exc, tb))
+            except BaseException as exc:
+                failure = exc
+            finally:
+                self._closed = True
+                self.clear()
+                self._clock_send.close()
+                for item in self._clock_receive_pending():
+                    item.withdrawn = True
+                    item.done.set()
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
 
     def _clock_receive_pending(self) -> Iterable[_Paced]:
         while True:
@@ -219,7 +234,7 @@ class Sink:
         """Close the sink as leaving the ``async with`` block normally does:
         clients get up to ``linger`` seconds to receive what is queued, then
         the rest are removed. Leaving the block afterwards does nothing more."""
-        if self._nursery_manager is None:
+        if self._lifetime is None:
             self._closed = True
             return
         await self.__aexit__(None, None, None)
@@ -430,17 +445,16 @@ class Sink:
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         task_status.started()
-        with self._clock_scope:
-            async for paced in self._clock_receive:
-                try:
-                    await trio.sleep_until(paced.target)
-                finally:
-                    self._clock_pending -= 1
-                    if self._closed:
-                        paced.withdrawn = True
-                    elif not paced.withdrawn:
-                        self._queue(paced.buffer)
-                    paced.done.set()
+        async for paced in self._clock_receive:
+            try:
+                await trio.sleep_until(paced.target)
+            finally:
+                self._clock_pending -= 1
+                if self._closed:
+                    paced.withdrawn = True
+                elif not paced.withdrawn:
+                    self._queue(paced.buffer)
+                paced.done.set()
 
     def _queue(self, buffer: Buffer) -> None:
         result = self._fanout.send_nowait(buffer)

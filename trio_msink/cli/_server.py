@@ -1,0 +1,144 @@
+"""The running server: one source read, framed into Buffers, fanned out by
+one Sink to every front (TCP, HTTP, WebSocket)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from functools import partial
+from typing import Any
+
+import trio
+
+from .. import Buffer, ClientStatus, Sink
+from ..framing import open_framer
+from ..fronts import ClientRegistry, HttpFront, WebSocketFront
+from ._display import Display
+from ._sources import open_source
+
+__all__ = ["Server"]
+
+logger = logging.getLogger("trio_msink.cli")
+
+_CONTENT_TYPES = {"mpegts": "video/mp2t", "h264": "video/h264", "raw": "application/octet-stream"}
+
+
+def _url(scheme: str, sockname: Any, path: str = "") -> str:
+    host, port = sockname[0], sockname[1]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}{path}"
+
+
+class Server:
+    """``trio-msink serve``: read SOURCE, serve it, stop cleanly on a signal."""
+
+    def __init__(self, args: argparse.Namespace, props: dict[str, Any],
+                 fronts: dict[str, tuple[str, int]]) -> None:
+        self.args = args
+        self.props = props
+        self.fronts = fronts
+        self.source: AsyncIterator[bytes] = open_source(args.source,
+                                                       test_seconds=args.test_seconds)
+        fmt = "mpegts" if args.source == "test" and args.format == "auto" else args.format
+        self.framer = open_framer(fmt, chunk_size=args.chunk_size)
+        self.content_type = args.content_type or _CONTENT_TYPES.get(fmt, "video/mp2t")
+        self.registry = ClientRegistry()
+        self.display = Display(self.registry, interactive=sys.stderr.isatty())
+
+    def _callbacks(self) -> dict[str, Callable[..., object]]:
+        def added(stream: trio.abc.SendStream) -> None:
+            self.display.client_added(stream)
+
+        def removed(stream: trio.abc.SendStream, status: ClientStatus) -> None:
+            self.display.client_removed(stream, status)
+
+        def message(stream: trio.abc.SendStream, data: bytes) -> None:
+            logger.debug("%d bytes from %s", len(data), self.registry.describe(stream))
+
+        def dispatched(stream: trio.abc.SendStream, buffer: Buffer) -> None:
+            logger.debug("%d bytes written to %s", len(buffer), self.registry.describe(stream))
+
+        return {"on_client_added": added, "on_client_removed": removed,
+                "on_message": message, "on_dispatched": dispatched}
+
+    async def run(self) -> None:
+        async with Sink(**self.props, **self._callbacks()) as sink:
+            self.display.sink = sink
+            async with trio.open_nursery() as handlers:
+                async with trio.open_nursery() as main:
+                    urls = await self._listen(sink, main, handlers)
+                    for url in urls:
+                        print(url, flush=True)
+                    if self.args.command == "demo":
+                        self._print_demo_help()
+                    main.start_soon(self._watch_signals, main.cancel_scope)
+                    main.start_soon(self.display.run)
+                    await self._pump(sink)
+                    logger.info("end of input")
+                    main.cancel_scope.cancel()
+                await sink.aclose()  # clients drain for `linger` seconds
+        self.display.close()
+
+    async def _listen(self, sink: Sink, nursery: trio.Nursery,
+                      handlers: trio.Nursery) -> list[str]:
+        urls: list[str] = []
+        registry = self.registry
+        for front, (host, port) in self.fronts.items():
+            if front == "tcp":
+                async def tcp(stream: trio.SocketStream) -> None:
+                    with registry.registered(stream, "tcp"):
+                        await sink.serve(stream)
+                handler: Callable[[trio.SocketStream], Any] = tcp
+                scheme, path = "tcp", ""
+            elif front == "http":
+                handler = HttpFront(sink, content_type=self.content_type, registry=registry,
+                                    header_timeout=self.args.header_timeout).serve
+                scheme, path = "http", "/"
+            else:
+                handler = WebSocketFront(sink, registry=registry).serve_stream
+                scheme, path = "ws", "/"
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, handler, port, host=host, handler_nursery=handlers)
+            )
+            urls.append(_url(scheme, listeners[0].socket.getsockname(), path))
+        return urls
+
+    def _print_demo_help(self) -> None:
+        tcp, http, ws = (self.fronts[k] for k in ("tcp", "http", "ws"))
+        print(
+            f"{'':2}watch it:  ffplay tcp://{tcp[0]}:{tcp[1]}\n"
+            f"{'':2}           vlc http://{http[0]}:{http[1]}/stream\n"
+            f"{'':2}live stats in a browser: http://{http[0]}:{http[1]}/"
+            f"  (WebSocket: ws://{ws[0]}:{ws[1]}/)",
+            file=sys.stderr, flush=True,
+        )
+
+    async def _watch_signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                logger.info("%s: stopping", signal.Signals(signum).name)
+                scope.cancel()
+                return
+
+    async def _pump(self, sink: Sink) -> None:
+        framer = self.framer
+        headers: list[bytes] = []
+
+        async def send_all(buffers: list[Buffer]) -> None:
+            nonlocal headers
+            current = [h.tobytes() for h in framer.streamheader]
+            if current != headers:
+                headers = current
+                sink.set_streamheader(framer.streamheader)
+            for buffer in buffers:
+                await sink.send(buffer)
+
+        async with aclosing(self.source) as source:
+            async for chunk in source:
+                await send_all(framer.feed(chunk))
+            await send_all(framer.flush())
