@@ -58,12 +58,19 @@ class Buffer:
     non-finite timestamp or a negative duration.
     """
 
+    #: The payload: bytes-like, or a sequence of bytes-like segments.
     data: BytesLike | Sequence[BytesLike]
+    #: Presentation timestamp in seconds, or None.
     pts: float | None = None
+    #: Duration in seconds, or None.
     duration: float | None = None
+    #: True for a buffer that is not a sync point.
     delta_unit: bool = False
+    #: True for stream-configuration data (see :meth:`Sink.set_streamheader`).
     header: bool = False
+    #: The payload as flat byte views, sent back to back (no copies).
     segments: tuple[memoryview, ...] = field(init=False, repr=False, compare=False)
+    #: Total payload size in bytes (``len(buffer)``).
     size: int = field(init=False, repr=False, compare=False)
 
     def __init__(

@@ -82,7 +82,13 @@ class ClientChannel:
         self._fanout.wake()
 
     async def wait(self) -> None:
-        """Wait until something is waiting (or a flush starts or ends)."""
+        """Wait until something is waiting (or a flush starts). Always a
+        checkpoint; on a closed channel it waits until cancelled."""
+        if not self.cursor.active:
+            await trio.sleep_forever()
+        if self.has_waiting() or self.flushing():
+            await trio.lowlevel.checkpoint()
+            return
         while self.cursor.active and not self.has_waiting() and not self.flushing():
             await self._fanout._arrived.wait()
 

@@ -8,7 +8,7 @@ __all__ = ["ClientStatus", "Format", "RecoverPolicy", "SyncMethod"]
 
 
 class SyncMethod(enum.IntEnum):
-    """Where a newly added client starts in the stream (API.md §4)."""
+    """Where a newly added client starts in the stream (placement happens at add time)."""
 
     #: Every buffer that arrives after the add, nothing before.
     LATEST = 0
@@ -40,6 +40,7 @@ class RecoverPolicy(enum.IntEnum):
 class ClientStatus(enum.IntEnum):
     """Why a client was removed (``OK`` while it is served)."""
 
+    #: Being served.
     OK = 0
     #: The peer closed the connection.
     CLOSED = 1
@@ -58,9 +59,13 @@ class ClientStatus(enum.IntEnum):
 class Format(enum.IntEnum):
     """Units of limits and bursts. Only BYTES, TIME and BUFFERS measure anything."""
 
+    #: No unit: a burst in this format has no minimum; limits count buffers.
     UNDEFINED = 0
+    #: Same as UNDEFINED.
     DEFAULT = 1
+    #: Bytes of payload.
     BYTES = 2
     #: Seconds of PTS span.
     TIME = 3
+    #: Number of buffers.
     BUFFERS = 4

@@ -4,7 +4,7 @@ Like h11's connection, this is a state machine that never touches a stream
 or a clock: the Trio shell calls :meth:`History.push` for each buffer and
 acts on the :class:`PushResult` (clients over the hard limit), and calls
 :meth:`History.peek` / :meth:`History.take` when a client's stream accepts
-data. Every rule of API.md §4 (placement, limits, recovery, retention) and
+data. Every rule of docs/semantics.rst (placement, limits, recovery, retention) and
 §5 (streamheaders) is decided here.
 """
 
@@ -165,7 +165,8 @@ class History:
             if hard and limits.over_hard(log, start, end):
                 result.over_hard.append(cursor)
                 continue
-            keep = min(keep, start)
+            if start < end:  # a flushed client needs nothing more
+                keep = min(keep, start)
         for cursor in result.over_hard:
             self.remove(cursor)
         log.trim(min(keep, self._retention_start()))

@@ -1,4 +1,4 @@
-"""Lag, soft and hard limits, and soft-limit recovery (API.md §4).
+"""Lag, soft and hard limits, and soft-limit recovery (docs/semantics.rst).
 
 A client's *waiting* buffers are the sequence numbers ``next .. end - 1`` of
 the shared log; its lag is measured over them. Limits are exact: a client is

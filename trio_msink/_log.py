@@ -9,6 +9,7 @@ walking the history.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 
 from ._buffer import Buffer
@@ -151,7 +152,7 @@ class BufferLog:
                 if newest - self._pts_of(seq) >= value:
                     return seq
             return low
-        return max(low, end - int(value))
+        return max(low, end - math.ceil(value))
 
     def oldest_start_within(self, fmt: Format, value: float, end: int) -> int:
         """The oldest ``s`` with ``amount(s, end) <= value``; ``end`` if even one buffer is over."""

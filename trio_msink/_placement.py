@@ -1,4 +1,4 @@
-"""Where a newly added client starts: the six sync methods (API.md §4).
+"""Where a newly added client starts: the six sync methods (docs/semantics.rst).
 
 Placement happens at add time, against the history as it is then. Each
 function returns the sequence number of the client's first buffer, or

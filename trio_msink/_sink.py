@@ -121,10 +121,18 @@ class Sink:
     #: normally (-1 = no limit).
     linger = Setting[float](5.0, check_seconds)
 
+    #: ``on_client_added(stream)``: a client was registered (always its first event).
     on_client_added = Setting[Callback](None, check_callback)
+    #: ``on_client_removed(stream, status)``: a client is being removed; it is
+    #: still registered (``get_stats`` works, with the removal's status).
     on_client_removed = Setting[Callback](None, check_callback)
+    #: ``on_client_socket_removed(stream)``: the client is unregistered; the
+    #: stream is the caller's again (the sink never closes it).
     on_client_socket_removed = Setting[Callback](None, check_callback)
+    #: ``on_message(stream, data)``: bytes read from a client (with ``send_messages``).
     on_message = Setting[Callback](None, check_callback)
+    #: ``on_dispatched(stream, buffer)``: a buffer (headers included) was completely
+    #: written to a client (with ``send_dispatched``).
     on_dispatched = Setting[Callback](None, check_callback)
 
     def __init__(self, **properties: Any) -> None:
@@ -399,16 +407,22 @@ class Sink:
         """Set the headers every client receives before its first data buffer
         (and, with ``resend_streamheader``, again when they change); ``None``
         or ``[]`` clears them."""
-        headers = [] if buffers is None else [
-            as_buffer(b, f"buffers[{i}]") for i, b in enumerate(buffers)
-        ]
+        if buffers is None:
+            buffers = []
+        if isinstance(buffers, (str, bytes, bytearray, memoryview, Buffer)) or not isinstance(
+            buffers, Iterable
+        ):
+            raise TypeError(
+                f"buffers must be a list of Buffers or bytes, or None, not {type(buffers).__name__}"
+            )
+        headers = [as_buffer(b, f"buffers[{i}]") for i, b in enumerate(buffers)]
         self._fanout.history.set_streamheader(headers)
 
     async def send(self, buffer: Buffer | bytes) -> None:
         """Queue ``buffer`` for every client.
 
         Never waits for a client; with ``sync`` it waits until the buffer's
-        PTS is due (§6). When it returns the buffer is queued and every limit
+        PTS is due (see ``sync``). When it returns the buffer is queued and every limit
         applied: a client over the hard limit has been removed ``SLOW``.
         If cancelled while waiting for its time, the buffer is not queued.
         """

@@ -7,7 +7,7 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from functools import partial
 from typing import Any
@@ -42,7 +42,7 @@ class Server:
         self.args = args
         self.props = props
         self.fronts = fronts
-        self.source: AsyncIterator[bytes] = open_source(args.source,
+        self.source: AsyncGenerator[bytes, None] = open_source(args.source,
                                                        test_seconds=args.test_seconds)
         fmt = "mpegts" if args.source == "test" and args.format == "auto" else args.format
         self.framer = open_framer(fmt, chunk_size=args.chunk_size)

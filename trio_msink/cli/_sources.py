@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import trio
 
@@ -26,7 +26,7 @@ def parse_host_port(text: str, what: str) -> tuple[str, int]:
     return host.strip("[]"), int(port_text)
 
 
-async def _read_fd(fd: int) -> AsyncIterator[bytes]:
+async def _read_fd(fd: int) -> AsyncGenerator[bytes, None]:
     os.set_blocking(fd, False)
     stream = trio.lowlevel.FdStream(os.dup(fd))
     async with stream:
@@ -34,20 +34,20 @@ async def _read_fd(fd: int) -> AsyncIterator[bytes]:
             yield data
 
 
-async def _read_file(path: str) -> AsyncIterator[bytes]:
+async def _read_file(path: str) -> AsyncGenerator[bytes, None]:
     async with await trio.open_file(path, "rb") as f:
         while data := await f.read(_CHUNK):
             yield data
 
 
-async def _read_tcp(host: str, port: int) -> AsyncIterator[bytes]:
+async def _read_tcp(host: str, port: int) -> AsyncGenerator[bytes, None]:
     stream = await trio.open_tcp_stream(host, port)
     async with stream:
         while data := await stream.receive_some(_CHUNK):
             yield data
 
 
-async def _read_test(fps: int, seconds: float | None) -> AsyncIterator[bytes]:
+async def _read_test(fps: int, seconds: float | None) -> AsyncGenerator[bytes, None]:
     from ._testsource import TestPattern
 
     pattern = TestPattern(fps=fps)
@@ -63,7 +63,7 @@ async def _read_test(fps: int, seconds: float | None) -> AsyncIterator[bytes]:
 
 
 def open_source(spec: str, *, test_fps: int = 25,
-                test_seconds: float | None = None) -> AsyncIterator[bytes]:
+                test_seconds: float | None = None) -> AsyncGenerator[bytes, None]:
     """The byte chunks of SOURCE: ``-``, a path, ``tcp://HOST:PORT`` or ``test``."""
     if spec == "-":
         return _read_fd(sys.stdin.fileno())

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._sink import Sink
+from .. import Sink
 
 if TYPE_CHECKING:
     from .anyio import AnyioSendStream, AnyioStream
@@ -95,9 +95,14 @@ class ClientRegistry:
     def __init__(self) -> None:
         self._clients: dict[trio.abc.SendStream, ClientInfo] = {}
 
-    def register(self, stream: trio.abc.SendStream, front: str, address: str | None) -> None:
-        """Record ``stream`` as a client of ``front`` at ``address`` (replaces
-        an earlier record of the same stream)."""
+    def register(
+        self, stream: trio.abc.SendStream, front: str, address: str | None = None
+    ) -> None:
+        """Record ``stream`` as a client of ``front`` at ``address`` (by
+        default the stream's peer address, see :func:`peer_address`).
+        Replaces an earlier record of the same stream."""
+        if address is None:
+            address = peer_address(stream)
         self._clients[stream] = ClientInfo(front, address)
 
     def unregister(self, stream: trio.abc.SendStream) -> None:
@@ -106,12 +111,13 @@ class ClientRegistry:
 
     @contextmanager
     def registered(
-        self, stream: trio.abc.SendStream, front: str, address: str | None
+        self, stream: trio.abc.SendStream, front: str, address: str | None = None
     ) -> Iterator[None]:
         """Register ``stream`` for the duration of a ``with`` block::
 
-            with registry.registered(stream, "tcp", peer_address(stream)):
-                await sink.serve(stream)
+            async def handler(stream: trio.SocketStream) -> None:
+                with registry.registered(stream, "tcp"):
+                    await sink.serve(stream)
         """
         self.register(stream, front, address)
         try:
@@ -130,7 +136,19 @@ class ClientRegistry:
         return stream in self._clients
 
     def __iter__(self) -> Iterator[tuple[trio.abc.SendStream, ClientInfo]]:
-        return iter(list(self._clients.items()))
+        return iter(self.items())
+
+    def items(self) -> list[tuple[trio.abc.SendStream, ClientInfo]]:
+        """A snapshot of ``(stream, info)`` pairs, in registration order."""
+        return list(self._clients.items())
+
+    def describe(self, stream: trio.abc.SendStream) -> str:
+        """A short label for logs: ``"http 127.0.0.1:50312"``; for an
+        unregistered stream, its peer address or its type name."""
+        info = self._clients.get(stream)
+        if info is None:
+            return peer_address(stream) or type(stream).__name__
+        return f"{info.front} {info.address}" if info.address else info.front
 
     def snapshot(self, sink: Sink) -> list[dict[str, Any]]:
         """One JSON-ready row per registered client that ``sink`` serves now.

@@ -1,0 +1,209 @@
+"""H.264 Annex B: NAL units grouped into one buffer per access unit."""
+
+from __future__ import annotations
+
+from .._buffer import Buffer
+from ._base import DEFAULT_MAX_UNIT_SIZE, Framer, check_rate, check_size
+from ._nal import START_CODE, h264_is_vcl, parse_ue
+
+__all__ = ["H264Framer"]
+
+_AUD, _SEI, _SPS, _PPS = 9, 6, 7, 8
+_IDR = 5
+# NAL types that open a new access unit when they follow a picture
+# (H.264 7.4.1.2.3): SEI, SPS, PPS and the reserved 14..18.
+_UNIT_OPENERS = frozenset({_SEI, _SPS, _PPS, 14, 15, 16, 17, 18})
+# Parameter sets are a few dozen bytes; one this large is garbage.
+_MAX_PARAMETER_SET = 4096
+_HEADER_START_CODE = b"\x00\x00\x00\x01"
+
+
+class H264Framer(Framer):
+    """Frames an H.264 Annex B byte stream into one buffer per access unit.
+
+    A new unit starts at an access unit delimiter (NAL type 9), or, once the
+    current unit holds a picture, at an SEI/SPS/PPS (6/7/8) or at a slice
+    (1/5) whose first_mb_in_slice is 0: parameter sets and SEI preceding a
+    picture travel with it. Units with an IDR slice (type 5) are keyframes,
+    others delta units. Bytes before the first start code are skipped (see
+    :attr:`discarded`); everything else is passed through unchanged.
+
+    :attr:`streamheader` is the latest SPS of each id followed by the latest
+    PPS of each id, each a ``header=True`` buffer with a 4-byte start code.
+
+    With ``fps``, the n-th picture (from 0) gets ``pts = n / fps`` and
+    ``duration = 1 / fps``; without it buffers carry no timestamps (a raw
+    elementary stream has none). A unit over ``max_unit_size`` bytes is cut,
+    the rest following as delta buffers without timestamps.
+
+    Raises :exc:`FramingError` if ``fps`` is not a positive number or None,
+    or ``max_unit_size`` is not an int >= 1.
+    """
+
+    format = "h264"
+
+    def __init__(
+        self, *, fps: float | None = None, max_unit_size: int = DEFAULT_MAX_UNIT_SIZE
+    ) -> None:
+        super().__init__()
+        self._fps = check_rate("fps", fps)
+        self._max_unit = check_size("max_unit_size", max_unit_size, 1)
+        self._pending = bytearray()  # unread bytes, from the current NAL's tail
+        self._search = 0  # where to look for the next start code in _pending
+        self._in_nal = False  # a NAL has started: pending bytes belong to the unit
+        self._nal_type = 0
+        self._parameter_set: bytearray | None = None  # SPS/PPS being collected
+        self._sps: dict[int, bytes] = {}
+        self._pps: dict[int, bytes] = {}
+        self._pictures = 0
+        self._unit = bytearray()
+        self._unit_has_picture = False
+        self._unit_idr = False
+        self._unit_cut = False  # the unit continues one cut at max_unit_size
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held: the unit being built and the unread tail."""
+        return len(self._pending) + len(self._unit)
+
+    def _feed(self, data: bytes) -> list[Buffer]:
+        out: list[Buffer] = []
+        self._pending += data
+        self._process(out, final=False)
+        return out
+
+    def _flush(self) -> list[Buffer]:
+        out: list[Buffer] = []
+        self._process(out, final=True)
+        self._end_nal()
+        self._emit(out)
+        self._in_nal = False
+        return out
+
+    def _process(self, out: list[Buffer], *, final: bool) -> None:
+        buf = self._pending
+        pos = 0  # bytes before pos are used up
+        while True:
+            p = buf.find(START_CODE, self._search)
+            # The header byte and, for slices, the first slice header byte.
+            if p < 0 or (p + 5 > len(buf) and not final):
+                break
+            if p + 3 >= len(buf):
+                p = -1  # a start code ending the input starts nothing
+                break
+            # A zero byte before 00 00 01 is part of a 4-byte start code.
+            cut = p - 1 if p > pos and buf[p - 1] == 0 else p
+            self._take(buf, pos, cut, out)
+            self._end_nal()
+            self._start_nal(buf, p + 3, out)
+            pos = cut
+            self._search = p + 3
+        if final:
+            end = len(buf)
+        elif p >= 0:
+            end = p - 1 if p > pos and buf[p - 1] == 0 else p
+        else:
+            # The last 3 bytes may begin a start code (with its zero byte).
+            end = max(pos, len(buf) - 3)
+        self._take(buf, pos, end, out)
+        del buf[:end]
+        self._search = max(0, self._search - end)
+
+    def _take(self, buf: bytearray, start: int, end: int, out: list[Buffer]) -> None:
+        """Add ``buf[start:end]`` to the current NAL, or skip it before any NAL."""
+        if end <= start:
+            return
+        if not self._in_nal:
+            self._discarded += end - start
+            return
+        chunk = buf[start:end]
+        if self._parameter_set is not None:
+            if len(self._parameter_set) + len(chunk) > _MAX_PARAMETER_SET:
+                self._parameter_set = None
+            else:
+                self._parameter_set += chunk
+        # Cut exactly at max_unit_size, so that the output does not depend on
+        # how the input was chunked.
+        while len(self._unit) + len(chunk) > self._max_unit:
+            room = self._max_unit - len(self._unit)
+            self._unit += chunk[:room]
+            del chunk[:room]
+            has_picture = self._unit_has_picture
+            self._emit(out)
+            # The rest is the same access unit: a picture in it still means
+            # that the next SPS or first slice opens a new one.
+            self._unit_has_picture = has_picture
+            self._unit_cut = True
+        self._unit += chunk
+
+    def _start_nal(self, buf: bytearray, h: int, out: list[Buffer]) -> None:
+        header = buf[h]
+        nal_type = header & 0x1F if not header & 0x80 else 0
+        first_slice = h + 1 < len(buf) and bool(buf[h + 1] & 0x80)  # ue(v) "1" = 0
+        vcl = h264_is_vcl(nal_type)
+        if nal_type == _AUD:
+            opens = True
+        elif nal_type in _UNIT_OPENERS:
+            opens = self._unit_has_picture
+        else:
+            opens = self._unit_has_picture and nal_type in (1, _IDR) and first_slice
+        if opens:
+            self._emit(out)
+        self._in_nal = True
+        self._nal_type = nal_type
+        if vcl:
+            self._unit_has_picture = True
+            self._unit_idr = self._unit_idr or nal_type == _IDR
+        self._parameter_set = bytearray() if nal_type in (_SPS, _PPS) else None
+
+    def _end_nal(self) -> None:
+        """The current NAL is complete: keep it if it is a parameter set."""
+        nal = self._parameter_set
+        self._parameter_set = None
+        if nal is None:
+            return
+        # Drop the start code in front and trailing_zero_8bits behind.
+        body = bytes(nal[nal.find(START_CODE) + 3 :]).rstrip(b"\x00")
+        parsed = _parameter_set_id(body)
+        if parsed is None:
+            return
+        table = self._sps if parsed[0] == _SPS else self._pps
+        if table.get(parsed[1]) == body:
+            return
+        table[parsed[1]] = body
+        sets = [nal for _, nal in sorted(self._sps.items())]
+        sets += [nal for _, nal in sorted(self._pps.items())]
+        self._set_streamheader([Buffer(_HEADER_START_CODE + nal, header=True) for nal in sets])
+
+    def _emit(self, out: list[Buffer]) -> None:
+        if not self._unit:
+            return
+        pts = duration = None
+        if self._fps is not None and self._unit_has_picture and not self._unit_cut:
+            pts, duration = self._pictures / self._fps, 1 / self._fps
+            self._pictures += 1
+        key = self._unit_idr and not self._unit_cut
+        out.append(Buffer(bytes(self._unit), pts=pts, duration=duration, delta_unit=not key))
+        self._unit = bytearray()
+        self._unit_has_picture = False
+        self._unit_idr = False
+        self._unit_cut = False
+
+
+def _parameter_set_id(nal: bytes) -> tuple[int, int] | None:
+    """(NAL type, seq/pic_parameter_set_id) of an SPS or PPS NAL, or None."""
+    if not nal:
+        return None
+    nal_type = nal[0] & 0x1F
+    # Enough of the RBSP for the id, with emulation prevention bytes removed.
+    rbsp = nal[1:32].replace(b"\x00\x00\x03", b"\x00\x00")
+    if nal_type == _SPS:
+        # profile_idc, constraint flags, level_idc, then the id.
+        parsed = parse_ue(rbsp, 24)
+        limit = 32
+    else:
+        parsed = parse_ue(rbsp, 0)
+        limit = 256
+    if parsed is None or parsed[0] >= limit:
+        return None
+    return nal_type, parsed[0]
