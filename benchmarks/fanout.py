@@ -139,6 +139,7 @@ class Result:
     connect_fail: int = 0
     stalled_dropped: int = 0
     ttfb_initial_p50_ms: float | None = None
+    connect_s: float | None = None  # until every client had its first byte
     source_cpu_pct: float | None = None
     client_cpu_pct: float | None = None  # the busiest client process
     passed: bool | None = None
@@ -167,7 +168,7 @@ class Result:
 
 NUMERIC = ("rate", "mb_s", "mb_per_cpu_s", "cpu_pct", "p50_ms", "p99_ms", "loss_pct", "drops",
            "ttfb_p50_ms", "ttfb_p99_ms", "rss_mib", "kib_per_client", "source_cpu_pct",
-           "client_cpu_pct", "ttfb_initial_p50_ms")
+           "client_cpu_pct", "ttfb_initial_p50_ms", "connect_s")
 
 
 def median_result(results: Sequence[Result]) -> Result:
@@ -193,6 +194,7 @@ class Options:
     recover_policy: str
     client_procs: int
     connect_concurrency: int
+    prime: float
     rcvbuf: int
     samples: int
     p99_limit_ms: float
@@ -290,7 +292,7 @@ def run_once(spec: ServerSpec, case: Case, rate: float, opts: Options) -> Result
             log.write(f"# server: {' '.join(server.cmd)}\n".encode())
             source = subprocess.Popen(
                 [PY, str(BENCH_DIR / "_source.py"), "--size", str(case.size),
-                 "--rate", str(rate), "--seconds", str(life), "--prime", "200"],
+                 "--rate", str(rate), "--seconds", str(life), "--prime", str(opts.prime)],
                 stdin=subprocess.PIPE, stdout=wfd, stderr=log,
             )
             os.close(wfd)
@@ -313,7 +315,9 @@ def run_once(spec: ServerSpec, case: Case, rate: float, opts: Options) -> Result
                 clients.append(subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                                 stdout=subprocess.PIPE, stderr=log))
             lines = _Lines(clients)
-            ready = lines.wait_lines(1, time.monotonic() + 20 + n * 0.03)
+            t_connect = time.monotonic()
+            ready = lines.wait_lines(1, t_connect + 20 + n * 0.03)
+            result.connect_s = time.monotonic() - t_connect
             connected = 0
             for out in ready:
                 words = out[0].split()
@@ -429,7 +433,7 @@ def describe(r: Result) -> str:
             f"p99 {f(r.p99_ms, '.1f')} ms, loss {f(r.loss_pct, '.3f')}%, "
             f"drops {f(r.drops, '.0f')}, TTFB {f(r.ttfb_p50_ms, '.2f')} ms; "
             f"CPU server {f(r.cpu_pct, '.0f')}% source {f(r.source_cpu_pct, '.0f')}% "
-            f"busiest client {f(r.client_cpu_pct, '.0f')}%")
+            f"busiest client {f(r.client_cpu_pct, '.0f')}%; connect {f(r.connect_s, '.1f')} s")
     if r.error:
         text += f"  ERROR {r.error}"
     if r.why:
@@ -716,6 +720,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connect-concurrency", type=int, default=3,
                    help="per client process, initial connections waiting for their first "
                         "byte at once (tcpserversink listens with a backlog of 5; default: 3)")
+    p.add_argument("--prime", type=float, default=50.0, metavar="BUFFERS/S",
+                   help="source rate while clients connect, before the scenario's rate "
+                        "(default: 50)")
     p.add_argument("--rcvbuf", type=int, default=2 << 20, help="SO_RCVBUF of reading clients")
     p.add_argument("--samples", type=int, default=8,
                    help="buffer headers a client decodes per recv (default: 8)")
@@ -765,7 +772,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logdir = Path(tempfile.mkdtemp(prefix="fanout-"))
     opts = Options(duration=args.duration, warmup=args.warmup, buffers_max=args.buffers_max,
                    recover_policy=args.recover_policy, client_procs=args.client_procs,
-                   connect_concurrency=args.connect_concurrency,
+                   connect_concurrency=args.connect_concurrency, prime=args.prime,
                    rcvbuf=args.rcvbuf, samples=args.samples, p99_limit_ms=args.p99_limit_ms,
                    logdir=logdir, verbose=args.verbose)
     progress(f"fanout: {len(plan)} case(s) x {len(servers)} server(s); "

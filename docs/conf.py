@@ -12,7 +12,7 @@ import sys
 # Document the checkout, not whatever trio_msink happens to be installed.
 sys.path.insert(0, os.path.abspath(".."))
 
-import trio_msink  # noqa: E402
+import trio_msink
 
 project = "trio_msink"
 author = "the trio_msink contributors"

@@ -98,7 +98,10 @@ def test_streamheader_is_sps_and_pps(streams: dict[str, tuple[bytes, int]]) -> N
     assert framer.header_changed
     sps, pps = framer.streamheader
     assert sps.header and pps.header
-    assert sps.tobytes()[:5] == b"\x00\x00\x00\x01\x67" and pps.tobytes()[:5] == b"\x00\x00\x00\x01\x68"
+    assert (
+        sps.tobytes()[:5] == b"\x00\x00\x00\x01\x67"
+        and pps.tobytes()[:5] == b"\x00\x00\x00\x01\x68"
+    )
     assert data.startswith(sps.tobytes() + pps.tobytes())
     framer.feed(data[200:])
     assert not framer.header_changed  # x264 repeats the same SPS/PPS every IDR
@@ -135,7 +138,10 @@ def test_auto_detects_h264(streams: dict[str, tuple[bytes, int]], variant: str) 
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=_FIXTURE_OK)
-@given(sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=30), variant=st.sampled_from(list(VARIANTS)))
+@given(
+    sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=30),
+    variant=st.sampled_from(list(VARIANTS)),
+)
 def test_chunking_does_not_change_the_output(
     streams: dict[str, tuple[bytes, int]], sizes: list[int], variant: str
 ) -> None:
@@ -172,8 +178,11 @@ def test_handmade_access_units() -> None:
 
 def test_delimiters_open_units() -> None:
     data = AUD + SPS + PPS0 + IDR + AUD + SLICE + AUD + SLICE_REST
-    assert units(data) == [(AUD + SPS + PPS0 + IDR, True), (AUD + SLICE, False),
-                           (AUD + SLICE_REST, False)]
+    assert units(data) == [
+        (AUD + SPS + PPS0 + IDR, True),
+        (AUD + SLICE, False),
+        (AUD + SLICE_REST, False),
+    ]
 
 
 def test_leading_garbage_and_trailing_zeros() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import itertools
 
 import av
 import numpy as np
@@ -23,7 +23,7 @@ _FIXTURE_OK = [HealthCheck.function_scoped_fixture]
 def _picture(i: int) -> av.VideoFrame:
     img = np.zeros((120, 160, 3), np.uint8)
     img[:, (i * 5) % 140 : (i * 5) % 140 + 20] = 255  # a bar moving right
-    img[:: 8, :, 1] = (i * 8) % 256
+    img[::8, :, 1] = (i * 8) % 256
     frame = av.VideoFrame.from_ndarray(img, format="rgb24")
     frame.pts = i
     return frame
@@ -111,7 +111,7 @@ def test_output_is_the_input_cut_into_whole_packets(ts_h264: tuple[bytes, int]) 
 def test_pts_increase(ts_h264: tuple[bytes, int]) -> None:
     buffers, _ = frame_all(ts_h264[0])
     pts = [b.pts for b in buffers if b.pts is not None]
-    assert all(b - a == pytest.approx(1 / FPS) for a, b in zip(pts, pts[1:], strict=False))
+    assert all(b - a == pytest.approx(1 / FPS) for a, b in itertools.pairwise(pts))
 
 
 def test_streamheader_is_pat_and_pmt(ts_h264: tuple[bytes, int]) -> None:
@@ -156,10 +156,12 @@ def test_chunking_does_not_change_the_output(ts_h264: tuple[bytes, int], sizes: 
     assert signature(feed_chunks(MpegTsFramer(), data, sizes)) == signature(frame_all(data)[0])
 
 
-def feed_chunks(framer: MpegTsFramer, data: bytes, sizes: list[int], bound: int = 0) -> list[Buffer]:
+def feed_chunks(
+    framer: MpegTsFramer, data: bytes, sizes: list[int], bound: int = 0
+) -> list[Buffer]:
     out: list[Buffer] = []
     pos = 0
-    for size in _cycle(sizes):
+    for size in itertools.cycle(sizes):
         if pos >= len(data):
             break
         out += framer.feed(data[pos : pos + size])
@@ -167,11 +169,6 @@ def feed_chunks(framer: MpegTsFramer, data: bytes, sizes: list[int], bound: int 
         if bound:
             assert framer.buffered <= bound
     return out + framer.flush()
-
-
-def _cycle(sizes: list[int]) -> Iterator[int]:
-    while True:
-        yield from sizes
 
 
 # -- hand-made packets --------------------------------------------------------
@@ -186,8 +183,15 @@ def crc32_mpeg2(data: bytes) -> int:
     return crc
 
 
-def packet(pid: int, payload: bytes = b"", *, start: bool = False, rai: bool = False,
-           cc: int = 0, pad: bytes = b"") -> bytes:
+def packet(
+    pid: int,
+    payload: bytes = b"",
+    *,
+    start: bool = False,
+    rai: bool = False,
+    cc: int = 0,
+    pad: bytes = b"",
+) -> bytes:
     """One TS packet; short payloads are padded with an adaptation field."""
     header = bytes([0x47, (0x40 if start else 0) | pid >> 8, pid & 0xFF])
     room = 184 - len(payload)
@@ -202,8 +206,8 @@ def packet(pid: int, payload: bytes = b"", *, start: bool = False, rai: bool = F
 
 def section(table_id: int, ext: int, body: bytes, version: int = 0) -> bytes:
     length = 5 + len(body) + 4
-    head = bytes([table_id, 0xB0 | length >> 8, length & 0xFF, ext >> 8, ext & 0xFF,
-                  0xC1 | version << 1, 0, 0]) + body
+    head = bytes([table_id, 0xB0 | length >> 8, length & 0xFF]) + ext.to_bytes(2, "big")
+    head += bytes([0xC1 | version << 1, 0, 0]) + body
     return head + crc32_mpeg2(head).to_bytes(4, "big")
 
 
@@ -212,21 +216,28 @@ def pat(pmt_pid: int = 0x1000, cc: int = 0, program: int = 1) -> bytes:
     return packet(0, b"\x00" + section(0x00, 1, body), start=True, cc=cc, pad=b"\xff")
 
 
-def pmt(streams: list[tuple[int, int]], pmt_pid: int = 0x1000, version: int = 0,
-        cc: int = 0, program: int = 1) -> bytes:
+def pmt(
+    streams: list[tuple[int, int]],
+    pmt_pid: int = 0x1000,
+    version: int = 0,
+    cc: int = 0,
+    program: int = 1,
+) -> bytes:
     body = (0xE000 | streams[0][1]).to_bytes(2, "big") + b"\xf0\x00"
     for stream_type, pid in streams:
         body += bytes([stream_type]) + (0xE000 | pid).to_bytes(2, "big") + b"\xf0\x00"
-    return packet(pmt_pid, b"\x00" + section(0x02, program, body, version), start=True, cc=cc,
-                  pad=b"\xff")
+    return packet(
+        pmt_pid, b"\x00" + section(0x02, program, body, version), start=True, cc=cc, pad=b"\xff"
+    )
 
 
 def pes(pts: int | None, es: bytes, stream_id: int = 0xE0) -> bytes:
     if pts is None:
         return bytes([0, 0, 1, stream_id, 0, 0, 0x80, 0x00, 0]) + es
-    stamp = bytes([0x21 | (pts >> 29) & 0x0E, (pts >> 22) & 0xFF, (pts >> 14) & 0xFE | 1,
-                   (pts >> 7) & 0xFF, (pts << 1) & 0xFE | 1])
-    return bytes([0, 0, 1, stream_id, 0, 0, 0x80, 0x80, 5]) + stamp + es
+    # '0010', PTS[32..30], marker, PTS[29..15], marker, PTS[14..0], marker
+    stamp = 0b0010 << 36 | (pts >> 30 & 7) << 33 | 1 << 32 | (pts >> 15 & 0x7FFF) << 17
+    stamp |= 1 << 16 | (pts & 0x7FFF) << 1 | 1
+    return bytes([0, 0, 1, stream_id, 0, 0, 0x80, 0x80, 5]) + stamp.to_bytes(5, "big") + es
 
 
 def pes_packets(pid: int, data: bytes, *, rai: bool = False) -> list[bytes]:
@@ -254,9 +265,8 @@ def test_handmade_units_keyframes_and_pts() -> None:
         [packet(0x1FFF, bytes(184))],  # a null packet goes with the unit before it
     )
     buffers, framer = frame_all(data)
-    assert [(len(b) // 188, b.pts, b.keyframe) for b in buffers] == [
-        (2, None, False), (2, 1.0, True), (1, 1.04, False), (2, 1.08, True),
-    ]
+    got = [(len(b) // 188, b.pts, b.keyframe) for b in buffers]
+    assert got == [(2, None, False), (2, 1.0, True), (1, 1.04, False), (2, 1.08, True)]
     assert framer.video_pid == VIDEO
     assert [h.tobytes() for h in framer.streamheader] == [pat(), pmt([(0x1B, VIDEO)])]
 
@@ -279,16 +289,23 @@ def test_keyframe_from_the_picture_header(stream_type: int, key_es: bytes, delta
 
 def test_pts_wrap_is_unwrapped() -> None:
     top = (1 << 33) - 3000
-    data = stream(*(pes_packets(VIDEO, pes(t % (1 << 33), H264_P)) for t in
-                    (top, top + 3000, top + 6000, top + 4500)))
+    data = stream(
+        *(
+            pes_packets(VIDEO, pes(t % (1 << 33), H264_P))
+            for t in (top, top + 3000, top + 6000, top + 4500)
+        )
+    )
     pts = [b.pts for b in frame_all(data)[0][1:]]
     assert pts == pytest.approx([t / 90000 for t in (top, top + 3000, top + 6000, top + 4500)])
 
 
 def test_video_preferred_then_first_stream() -> None:
     audio = 0x101
-    units = [*pes_packets(audio, pes(0, b"\xff\xf1" * 50, 0xC0)),
-             *pes_packets(VIDEO, pes(0, H264_P)), *pes_packets(audio, pes(9, b"", 0xC0))]
+    units = [
+        *pes_packets(audio, pes(0, b"\xff\xf1" * 50, 0xC0)),
+        *pes_packets(VIDEO, pes(0, H264_P)),
+        *pes_packets(audio, pes(9, b"", 0xC0)),
+    ]
     listed_first = pat() + pmt([(0x0F, audio), (0x1B, VIDEO)]) + b"".join(units)
     buffers, framer = frame_all(listed_first)
     assert framer.video_pid == VIDEO and len(buffers) == 2
@@ -314,11 +331,18 @@ def test_streamheader_follows_pmt_content() -> None:
 
 
 def test_access_unit_cap() -> None:
-    data = stream(pes_packets(VIDEO, pes(0, H264_IDR + bytes(184 * 9)), rai=True),
-                  pes_packets(VIDEO, pes(3600, H264_P)))
-    buffers, framer = frame_all(data, max_unit_size=188 * 4)
-    assert [(len(b) // 188, b.pts, b.keyframe) for b in buffers] == [
-        (2, None, False), (4, 0.0, True), (4, None, False), (2, None, False), (1, 0.04, False),
+    data = stream(
+        pes_packets(VIDEO, pes(0, H264_IDR + bytes(184 * 9)), rai=True),
+        pes_packets(VIDEO, pes(3600, H264_P)),
+    )
+    buffers, _framer = frame_all(data, max_unit_size=188 * 4)
+    got = [(len(b) // 188, b.pts, b.keyframe) for b in buffers]
+    assert got == [
+        (2, None, False),
+        (4, 0.0, True),
+        (4, None, False),
+        (2, None, False),
+        (1, 0.04, False),
     ]
     with pytest.raises(ValueError, match="max_unit_size"):
         MpegTsFramer(max_unit_size=100)
@@ -380,15 +404,19 @@ def _mangle(packet: bytes, flip: int, value: int, keep: int) -> bytes:
 
 
 POOL = [
-    pat(), pmt([(0x1B, VIDEO)]), pmt([(0x24, VIDEO), (0x0F, 0x101)], version=3),
-    pat(0x1001), pmt([(0x02, 0x101)], pmt_pid=0x1001), packet(0x1FFF, bytes(184)),
+    pat(),
+    pmt([(0x1B, VIDEO)]),
+    pmt([(0x24, VIDEO), (0x0F, 0x101)], version=3),
+    pat(0x1001),
+    pmt([(0x02, 0x101)], pmt_pid=0x1001),
+    packet(0x1FFF, bytes(184)),
     *pes_packets(VIDEO, pes(1 << 32, H264_IDR + bytes(200)), rai=True),
-    *pes_packets(VIDEO, pes(5, H264_P)), *pes_packets(0x101, pes(None, b"\x00\x00\x01\x00")),
+    *pes_packets(VIDEO, pes(5, H264_P)),
+    *pes_packets(0x101, pes(None, b"\x00\x00\x01\x00")),
 ]
 PACKETS = st.one_of(
     st.sampled_from(POOL),
-    st.builds(_mangle, st.sampled_from(POOL), st.integers(0, 187), st.integers(0, 255),
-              st.integers(0, 188)),
+    st.builds(_mangle, st.sampled_from(POOL), *(st.integers(0, n) for n in (187, 255, 188))),
     st.binary(max_size=187).map(lambda b: b"\x47" + b),
 )
 
@@ -402,7 +430,6 @@ def test_mangled_packets(packets: list[bytes], sizes: list[int]) -> None:
     data = b"".join(packets)
     whole, framer = frame_all(data, max_unit_size=188 * 5)
     assert sum(len(b) for b in whole) + framer.discarded == len(data)
-    assert all(len(b) % 188 == 0 and b.tobytes()[::188] == b"\x47" * (len(b) // 188)
-               for b in whole)
+    assert all(len(b) % 188 == 0 and b.tobytes()[::188] == b"\x47" * (len(b) // 188) for b in whole)
     framer = MpegTsFramer(max_unit_size=188 * 5)
     assert signature(feed_chunks(framer, data, sizes, bound=BOUND)) == signature(whole)

@@ -147,6 +147,17 @@ def test_auto_reports_streamheader_changes() -> None:
 # -- the contract -------------------------------------------------------------------
 
 
+def test_options_of_other_formats_are_ignored() -> None:
+    options = {"chunk_size": 188, "fps": 25, "max_unit_size": 1000, "probe_size": 500}
+    framers = [open_framer(name, **options) for name in FORMATS]
+    assert [len(f.feed(bytes(500))) for f in framers] == [2, 0, 0, 2]  # auto: raw
+    h264 = framers[2]
+    out = h264.feed(b"\x00\x00\x01\x65\x88" + bytes(2000)) + h264.flush()
+    # The zero before the start code makes it a 4-byte one; 499 zeros skipped.
+    assert [len(b) for b in out] == [1000, 1000, 6] and out[0].pts == 0.0
+    assert h264.discarded == 499
+
+
 def test_open_framer_formats() -> None:
     assert FORMATS == ("auto", "mpegts", "h264", "raw")
     kinds = [type(open_framer(name)) for name in FORMATS]
@@ -163,7 +174,9 @@ def test_open_framer_formats() -> None:
         ("raw", {"chunk_size": 0}, "chunk_size"),
         ("raw", {"chunk_size": "1316"}, "chunk_size"),
         ("raw", {"chunk_size": True}, "chunk_size"),
-        ("raw", {"fps": 25}, "fps"),
+        ("raw", {"fps": -1}, "fps"),  # another format's option: still checked
+        ("raw", {"colour": 1}, "colour"),
+        ("mpegts", {"probe_size": 10}, "probe_size"),
         ("h264", {"fps": 0}, "fps"),
         ("h264", {"fps": float("nan")}, "fps"),
         ("h264", {"fps": "25"}, "fps"),

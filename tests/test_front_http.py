@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from functools import partial
 
 import trio
@@ -246,6 +247,9 @@ async def test_error_responses() -> None:
                 assert response.body.startswith(str(status).encode())
                 if status == 405:
                     assert response.headers["allow"] == "GET, HEAD"
+            head = await fetch(port, b"HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert head.status == 404 and head.body == b""
+            assert int(head.headers["content-length"]) > 0  # as the GET's would be
             assert sink.num_handles == 0
             nursery.cancel_scope.cancel()
 
@@ -288,3 +292,15 @@ async def test_slow_header_client_is_dropped_others_stream(
             await served[1].wait()
             assert statuses == [None, ClientStatus.CLOSED]
             assert trio.current_time() - start < 11.0
+
+
+async def test_fronts_import_their_dependencies_lazily() -> None:
+    code = (
+        "import sys, trio_msink.fronts as fronts\n"
+        "assert not {'h11', 'trio_websocket', 'anyio'} & set(sys.modules)\n"
+        "fronts.HttpFront\n"
+        "assert 'h11' in sys.modules and 'trio_websocket' not in sys.modules\n"
+    )
+    with trio.fail_after(30):
+        result = await trio.run_process([sys.executable, "-c", code], check=False)
+    assert result.returncode == 0

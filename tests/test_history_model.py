@@ -298,7 +298,10 @@ class Model:
 # Strategies
 # ---------------------------------------------------------------------------
 
-COUNTS = st.sampled_from([-1, 0, 1, 2, 3, 4, 6])
+COUNTS = st.sampled_from([-1, 0, 1, 2, 3, 4, 6])  # buffers_max, buffers_soft_max
+# Amounts in BUFFERS format (burst values, units_*) may be fractional: the Sink
+# accepts any number there, and "reaches 2.5 buffers" means 3.
+BUFFER_AMOUNTS = st.sampled_from([-1, 0, 0.5, 1, 2, 2.5, 3, 4, 6])
 BYTE_AMOUNTS = st.sampled_from([-1, 0, 1, 4, 8, 12, 20, 30])
 TIME_AMOUNTS = st.sampled_from([-1, 0, 0.5, 1.0, 2.0, 3.5, 5.0])
 SIZES = st.sampled_from([0, 1, 2, 3, 5, 8])
@@ -310,7 +313,7 @@ def amounts_for(fmt: Format) -> st.SearchStrategy[float]:
         return BYTE_AMOUNTS
     if fmt == Format.TIME:
         return TIME_AMOUNTS
-    return COUNTS
+    return BUFFER_AMOUNTS
 
 
 def _ordered(soft: float, hard: float) -> tuple[float, float]:
@@ -395,6 +398,9 @@ class HistoryMachine(RuleBasedStateMachine):
         assert all(a < b for a, b in pairwise(got))
         if not c.ever_recovered:
             assert all(b == a + 1 for a, b in pairwise(got)), got
+        stamps = [m.bufs[s].pts for s in got if m.bufs[s].pts is not None]
+        assert (cur.first_pts, cur.last_pts) == (
+            (stamps[0], stamps[-1]) if stamps else (None, None))
 
     def settle_flush(self, c: MClient) -> None:
         """Like the Sink: a flushing client with nothing left to hand over is
@@ -498,6 +504,9 @@ class HistoryMachine(RuleBasedStateMachine):
         if count > 0:
             peeked = [*peek_headers, *peek_data]
             assert len(peeked) == len(got) and all(map(operator.is_, peeked, got))
+        if seqs and not c.received and self.model.headers:
+            # A new client receives the streamheader before its first data buffer.
+            assert all(map(operator.is_, got, self.model.headers))
         c.received.extend(seqs)
         self.settle_flush(c)
 
@@ -575,8 +584,8 @@ class HistoryMachine(RuleBasedStateMachine):
             assert h.log[s] is m.bufs[s]
         for c in m.clients:
             self.check_client(c)
-            start, _ = m.waiting(c)
-            assert start >= m.low  # nothing a client still needs was trimmed
+            start, end = m.waiting(c)
+            assert start >= end or start >= m.low  # nothing a client needs was trimmed
 
 
 HistoryMachine.TestCase.settings = settings(
@@ -762,8 +771,7 @@ def test_burst_in_buffers_reaches_a_fractional_minimum() -> None:
     # API.md §4: BURST starts at "the newest start point whose data up to the
     # newest buffer reaches the minimum (>=)". burst_value / add_full's
     # min_value accept floats (check_amount), so 2.5 buffers needs 3 and 0.5
-    # needs 1. Known disagreement: BufferLog.newest_start_reaching truncates
-    # with int(value) in BUFFERS format (2 buffers, and none at all for 0.5).
+    # needs 1 (BufferLog.newest_start_reaching once truncated with int()).
     log = keyframe_log()
     assert place(log, SyncMethod.BURST, Burst(B, 2.5)) == 4
     assert place(log, SyncMethod.BURST, Burst(B, 0.5)) == 6
@@ -824,10 +832,9 @@ def test_flush_pending_client_does_not_pin_history() -> None:
     # API.md §4 Retention: "history keeps the largest of what any client still
     # needs, ..."; remove_flush queues "nothing that arrives later". A client
     # whose remove-flush is pending while its stream is still blocked writing
-    # its last buffer needs nothing from the history. Known disagreement:
-    # History.push keeps ``min(keep, cursor.next)`` for it (next == flush_end),
-    # so the history grows without bound, past buffers_max, until that write
-    # completes; its lag is 0, so no limit ever removes it.
+    # its last buffer needs nothing from the history. (History.push once kept
+    # everything from its flush_end: the history grew without bound, past
+    # buffers_max, until that write completed, as its lag of 0 trips no limit.)
     history = History()
     history.limits = Limits(buffers_max=5)
     cursor = history.add("S", SyncMethod.LATEST, Burst())

@@ -81,6 +81,7 @@ class AutoFramer(Framer):
 
     ``opts`` are the options of the formats it may pick (``max_unit_size``,
     ``fps``, ``chunk_size``); each is given to the formats that take it.
+    All are checked at construction, not only those of the format chosen.
 
     Raises :exc:`FramingError` for an unknown or invalid option.
     """
@@ -92,13 +93,7 @@ class AutoFramer(Framer):
         # Three TS sync bytes must fit in the window, or a shorter window
         # could decide otherwise than the whole stream.
         self._probe_size = check_size("probe_size", probe_size, 2 * PACKET_SIZE + 1)
-        known = frozenset().union(*_OPTIONS.values())
-        unknown = sorted(set(opts) - known)
-        if unknown:
-            raise FramingError(f"unknown option {unknown[0]!r} for format 'auto'")
-        self._opts = opts
-        for name in _FRAMERS:
-            self._make(name)  # validate every option now, not at detection
+        self._opts = _check_options(opts, "auto")
         self._probe = bytearray()
         self._framer: Framer | None = None
 
@@ -122,17 +117,13 @@ class AutoFramer(Framer):
         """Bytes of input skipped by the chosen framer."""
         return self._framer.discarded if self._framer else 0
 
-    def _make(self, name: str) -> Framer:
-        opts = {k: v for k, v in self._opts.items() if k in _OPTIONS[name]}
-        return _FRAMERS[name](**opts)
-
     def _feed(self, data: bytes) -> list[Buffer]:
         if self._framer is None:
             self._probe += data
             name = detect_format(self._probe, probe_size=self._probe_size)
             if name is None:
                 return []
-            self._framer = self._make(name)
+            self._framer = _make(name, self._opts)
             data, self._probe = bytes(self._probe), bytearray()
         out = self._framer.feed(data)
         self._follow()
@@ -144,7 +135,7 @@ class AutoFramer(Framer):
             if not self._probe:
                 return out
             name = detect_format(self._probe, final=True, probe_size=self._probe_size)
-            self._framer = self._make(name or "raw")
+            self._framer = _make(name or "raw", self._opts)
             out = self._framer.feed(bytes(self._probe))
             self._probe = bytearray()
             self._follow()
@@ -162,9 +153,10 @@ class AutoFramer(Framer):
 def open_framer(format: str = "auto", **opts: Any) -> Framer:
     """A new framer for ``format``: ``"auto"``, ``"mpegts"``, ``"h264"`` or ``"raw"``.
 
-    ``opts`` are passed to the framer: ``max_unit_size`` (mpegts, h264),
-    ``fps`` (h264), ``chunk_size`` (raw), ``probe_size`` (auto, which also
-    takes the options of the formats it may pick).
+    ``opts`` are framing options: ``max_unit_size`` (mpegts, h264), ``fps``
+    (h264), ``chunk_size`` (raw), ``probe_size`` (auto). Each format uses
+    those that apply to it and ignores the others, so that one set of
+    options (say, from a command line) fits every format; all are checked.
 
     Raises :exc:`FramingError` (a :exc:`ValueError`) for an unknown format,
     or an unknown or invalid option.
@@ -173,7 +165,21 @@ def open_framer(format: str = "auto", **opts: Any) -> Framer:
         return AutoFramer(**opts)
     if not isinstance(format, str) or format not in _FRAMERS:
         raise FramingError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
-    unknown = sorted(set(opts) - _OPTIONS[format])
+    probe_size = opts.pop("probe_size", DEFAULT_PROBE_SIZE)
+    check_size("probe_size", probe_size, 2 * PACKET_SIZE + 1)
+    return _make(format, _check_options(opts, format))
+
+
+def _check_options(opts: dict[str, Any], format: str) -> dict[str, Any]:
+    """``opts`` if every one is an option of some format and valid for it."""
+    known = frozenset().union(*_OPTIONS.values())
+    unknown = sorted(set(opts) - known)
     if unknown:
         raise FramingError(f"unknown option {unknown[0]!r} for format {format!r}")
-    return _FRAMERS[format](**opts)
+    for name in _FRAMERS:
+        _make(name, opts)  # each framer validates its own options
+    return opts
+
+
+def _make(name: str, opts: dict[str, Any]) -> Framer:
+    return _FRAMERS[name](**{k: v for k, v in opts.items() if k in _OPTIONS[name]})

@@ -137,11 +137,5 @@ def parse_pes_header(payload: bytes | memoryview) -> tuple[int | None, int] | No
     if not payload[7] & 0x80 or len(payload) < 14:
         return None, es_start
     p = payload
-    pts = (
-        ((p[9] >> 1) & 0x07) << 30
-        | p[10] << 22
-        | (p[11] >> 1) << 15
-        | p[12] << 7
-        | p[13] >> 1
-    )
+    pts = ((p[9] >> 1) & 0x07) << 30 | p[10] << 22 | (p[11] >> 1) << 15 | p[12] << 7 | p[13] >> 1
     return pts, es_start

@@ -166,15 +166,14 @@ class HttpFront:
         if request is None:  # the peer closed before sending a request
             return None
         path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
-        routes = {self.stream_path, self.stats_path, self.page_path}
-        if path not in routes:
-            await self._send_error(conn, stream, 404, f"no resource at {path}")
+        head = request.method == b"HEAD"
+        if path not in {self.stream_path, self.stats_path, self.page_path}:
+            await self._send_error(conn, stream, 404, f"no resource at {path}", head=head)
             return None
         if request.method not in (b"GET", b"HEAD"):
             await self._send_error(conn, stream, 405, "only GET and HEAD are allowed",
                                    [("Allow", "GET, HEAD")])
             return None
-        head = request.method == b"HEAD"
         if path == self.stream_path:
             return await self._serve_stream(stream, head)
         if path == self.stats_path:
@@ -235,13 +234,16 @@ class HttpFront:
         status: int,
         message: str,
         extra: list[tuple[str, str]] | None = None,
+        *,
+        head: bool = False,
     ) -> None:
         # After a protocol error h11 still lets a server answer, as long as it
         # has not started a response (states IDLE / SEND_RESPONSE).
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         body = f"{status} {message}\n".encode("utf-8", "replace")
-        await self._send_simple(conn, stream, status, body, "text/plain; charset=utf-8", extra)
+        await self._send_simple(conn, stream, status, body, "text/plain; charset=utf-8", extra,
+                                head=head)
         await _lingering_close(stream)
 
 
@@ -294,33 +296,20 @@ def _stream_head(headers: list[tuple[str, str]]) -> bytes:
 
 
 # -- the page -----------------------------------------------------------------------
-_SINK_FIELDS = (
-    ("num_handles", "clients"),
-    ("bytes_to_serve", "bytes to serve"),
-    ("bytes_served", "bytes served"),
-    ("buffers_queued", "buffers queued"),
-)
-_CLIENT_FIELDS = (
-    ("address", "address"),
-    ("front", "front"),
-    ("status", "status"),
-    ("bytes_sent", "bytes sent"),
-    ("lag_buffers", "lag (buffers)"),
-    ("lag_bytes", "lag (bytes)"),
-    ("buffers_dropped", "dropped"),
-)
+# (JSON key and element id, column label)
+_SINK_FIELDS = (("num_handles", "clients"), ("bytes_to_serve", "bytes to serve"),
+                ("bytes_served", "bytes served"), ("buffers_queued", "buffers queued"))
+_CLIENT_FIELDS = (("address", "address"), ("front", "front"), ("status", "status"),
+                  ("bytes_sent", "bytes sent"), ("lag_buffers", "lag (buffers)"),
+                  ("lag_bytes", "lag (bytes)"), ("buffers_dropped", "dropped"))
 
 _PAGE = string.Template("""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>trio_msink</title>
-<style>
-body { font-family: sans-serif; margin: 2em; }
-table { border-collapse: collapse; margin-bottom: 1.5em; }
-th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; }
-td { text-align: right; font-variant-numeric: tabular-nums; }
-</style>
+<style>body { font-family: sans-serif; margin: 2em; } table { border-collapse: collapse; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; } td { text-align: right; }</style>
 </head>
 <body>
 <h1>trio_msink</h1>
