@@ -216,20 +216,34 @@ class Sink:
             await nursery.start(self._run_clock)
             try:
                 yield
-                self._closed = True
-                await self._linger()
+                await self._drain()
             except BaseException as exc:
                 failure = exc
             finally:
-                self._closed = True
-                self.clear()
-                self._clock_send.close()
-                for item in self._clock_receive_pending():
-                    item.withdrawn = True
-                    item.done.set()
+                self._stop()
                 nursery.cancel_scope.cancel()
         if failure is not None:
             raise failure
+
+    async def _drain(self) -> None:
+        """Refuse new work, let clients drain for ``linger`` seconds, stop."""
+        if self._closed:
+            self._stop()
+            return
+        self._closed = True
+        try:
+            await self._linger()
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
+        """Remove every client now and release senders waiting in the clock."""
+        self._closed = True
+        self.clear()
+        self._clock_send.close()
+        for item in self._clock_receive_pending():
+            item.withdrawn = True
+            item.done.set()
 
     def _clock_receive_pending(self) -> Iterable[_Paced]:
         while True:
@@ -241,11 +255,15 @@ class Sink:
     async def aclose(self) -> None:
         """Close the sink as leaving the ``async with`` block normally does:
         clients get up to ``linger`` seconds to receive what is queued, then
-        the rest are removed. Leaving the block afterwards does nothing more."""
-        if self._lifetime is None:
+        the rest are removed. Leaving the block afterwards does nothing more.
+
+        Unlike leaving the block, ``aclose`` may be called from inside nested
+        nurseries (say, one that runs ``trio.serve_tcp`` handlers, which then
+        see their clients removed and return)."""
+        if self._lifetime is None or self._exited:
             self._closed = True
             return
-        await self.__aexit__(None, None, None)
+        await self._drain()
 
     async def _linger(self) -> None:
         linger = self.linger

@@ -1,0 +1,119 @@
+"""The ``trio-msink`` command: flags, output contract, exit paths."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from _server import COMMAND, run_server
+
+from trio_msink.cli._main import main
+from trio_msink.cli._testsource import TestPattern
+
+
+def _make_ts(path: Path, frames: int = 30) -> bytes:
+    pattern = TestPattern(fps=25)
+    data = b"".join(pattern.frame() for _ in range(frames)) + pattern.close()
+    path.write_bytes(data)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--buffers-max", "-5"], "--buffers-max"),
+        (["--buffers-max", "ten"], "--buffers-max"),
+        (["--sync-method", "sideways"], "--sync-method"),
+        (["--qos-dscp", "64"], "--qos-dscp"),
+        (["--buffers-soft-max", "10", "--buffers-max", "5"], "--buffers-soft-max"),
+        (["--time-min", "nan"], "--time-min"),
+        (["--tcp", "nowhere"], "--tcp"),
+        (["--chunk-size", "0"], "--chunk-size"),
+        (["--format", "avi"], "--format"),
+        (["/no/such/file.ts"], "SOURCE"),
+        (["udp://1.2.3.4:5"], "SOURCE"),
+    ],
+)
+def test_a_bad_value_prints_one_line_naming_the_flag_and_exits_2(
+    args: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert flag in err[-1]
+    assert err[-1].startswith("trio-msink: error:") or "error:" in err[-1]
+
+
+def test_flags_mirror_every_sink_property(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--buffers-max", "--buffers-soft-max", "--unit-format", "--units-max",
+                 "--units-soft-max", "--recover-policy", "--sync-method", "--burst-format",
+                 "--burst-value", "--bytes-min", "--time-min", "--buffers-min", "--timeout",
+                 "--sync", "--no-sync", "--resend-streamheader", "--qos-dscp", "--handle-read",
+                 "--send-messages", "--send-dispatched", "--linger"):
+        assert flag in out
+
+
+async def test_file_source_prints_only_the_urls_and_exits_0_at_end_of_input(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "in.ts"
+    _make_ts(source)
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [*COMMAND, "serve", str(source), "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0",
+             "--ws", "127.0.0.1:0", "--no-sync", "--linger", "0"],
+            capture_stdout=True, capture_stderr=True, check=False, stdin=subprocess.DEVNULL,
+        )
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("tcp://127.0.0.1:")
+    assert lines[1].startswith("http://127.0.0.1:") and lines[1].endswith("/")
+    assert lines[2].startswith("ws://127.0.0.1:") and lines[2].endswith("/")
+    assert "end of input" in result.stderr.decode()
+
+
+async def test_stdin_source_reaches_a_tcp_client_byte_exact() -> None:
+    data = bytes(range(256)) * 400  # 102400 bytes = 77 raw chunks of 1316 + a remainder
+    with trio.fail_after(30):
+        async with run_server(["serve", "-", "--format", "raw", "--tcp", "127.0.0.1:0",
+                               "--linger", "-1"], fronts=1, stdin=True) as server:
+            client = await trio.open_tcp_stream("127.0.0.1", server.port("tcp"))
+            stdin = server.process.stdin
+            assert stdin is not None
+            await server.wait_log(b"client added")
+            async with stdin:
+                await stdin.send_all(data)
+            got = bytearray()
+            async for chunk in client:  # until the server removes us after end of input
+                got += chunk
+            assert await server.process.wait() == 0
+    assert got == data
+
+
+async def test_sigterm_stops_and_exits_0() -> None:
+    with trio.fail_after(30):
+        async with run_server(["serve", "test", "--tcp", "127.0.0.1:0", "--linger", "1"],
+                              fronts=1) as server:
+            client = await trio.open_tcp_stream("127.0.0.1", server.port("tcp"))
+            assert await client.receive_some()
+            server.process.send_signal(signal.SIGTERM)
+            assert await server.process.wait() == 0
+            rest = bytearray()
+            async for chunk in client:  # the server let us drain, then we are removed
+                rest += chunk
+    assert b"SIGTERM" in server.stderr
+
+
+def test_module_entry_point_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "trio_msink", "--help"], capture_output=True,
+                         text=True, timeout=30, check=True).stdout
+    assert "serve" in out and "demo" in out
