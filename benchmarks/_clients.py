@@ -319,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 conn.carry = b""
 
+    if not ready_sent:
+        ok = len(conns) + len(stalled_socks)
+        sys.stdout.write(f"ready {ok} {args.sockets - ok}\n")
     for conn in list(conns):
         stats.close_session(conn)
         conn.sock.close()

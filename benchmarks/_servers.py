@@ -24,8 +24,8 @@ from typing import IO
 BENCH_DIR = Path(__file__).resolve().parent
 HOST = "127.0.0.1"  # the only address the benchmark ever targets
 
-#: "cli" once ``trio-msink serve - --format raw`` works; "library" until then.
-DEFAULT_TRIO_CMD = "library"
+#: "cli": ``trio-msink serve - --format raw ...``; "library": the stand-in on the public API.
+DEFAULT_TRIO_CMD = "cli"
 
 #: Server command lines. Placeholders: {size} {buffers_max} {sync_method}
 #: {recover_policy} (trio names) {gst_recover_policy} {port} {workers}.

@@ -224,10 +224,17 @@ class _Lines:
             os.set_blocking(p.stdout.fileno(), False)
             self.sel.register(p.stdout, selectors.EVENT_READ, i)
 
-    def wait_lines(self, count: int, deadline: float) -> list[list[bytes]]:
-        """Until every child has written ``count`` lines (or the deadline)."""
+    def wait_lines(self, prefix: bytes, deadline: float) -> list[bytes | None]:
+        """Until every child has written a line starting with ``prefix`` (or the
+        deadline); returns each child's first such line (``None``: none)."""
+        def find(buf: bytes) -> bytes | None:
+            for line in buf.split(b"\n")[:-1]:
+                if line.startswith(prefix):
+                    return line
+            return None
+
         while time.monotonic() < deadline:
-            if all(b.count(b"\n") >= count for b in self.bufs):
+            if all(find(b) is not None for b in self.bufs):
                 break
             for key, _ in self.sel.select(min(0.2, max(0.0, deadline - time.monotonic()))):
                 i = key.data
@@ -237,9 +244,9 @@ class _Lines:
                     continue
                 if not chunk:
                     self.sel.unregister(key.fileobj)
-                    self.bufs[i] += b"\n" * count  # EOF: pad so we stop waiting
+                    self.bufs[i] += b"\n" + prefix + b" EOF\n"  # stop waiting for it
                 self.bufs[i] += chunk
-        return [b.split(b"\n") for b in self.bufs]
+        return [find(b) for b in self.bufs]
 
     def close(self) -> None:
         self.sel.close()
@@ -316,12 +323,12 @@ def run_once(spec: ServerSpec, case: Case, rate: float, opts: Options) -> Result
                                                 stdout=subprocess.PIPE, stderr=log))
             lines = _Lines(clients)
             t_connect = time.monotonic()
-            ready = lines.wait_lines(1, t_connect + 20 + n * 0.03)
+            ready = lines.wait_lines(b"ready", t_connect + 20 + n * 0.03)
             result.connect_s = time.monotonic() - t_connect
             connected = 0
-            for out in ready:
-                words = out[0].split()
-                if len(words) == 3 and words[0] == b"ready":
+            for line in ready:
+                words = (line or b"").split()
+                if len(words) == 3 and words[1].isdigit():
                     connected += int(words[1])
             if connected < n:
                 log.write(f"# only {connected}/{n} clients connected\n".encode())
@@ -347,11 +354,11 @@ def run_once(spec: ServerSpec, case: Case, rate: float, opts: Options) -> Result
                                         for a, b in zip(helper0[1:], helper1[1:], strict=True))
             rss1 = server.rss_kib()
             alive = server.alive()
-            outs = lines.wait_lines(2, time.monotonic() + 15)
+            outs = lines.wait_lines(b"{", time.monotonic() + 15)
             reports: list[dict[str, Any]] = []
-            for out in outs:
-                with contextlib.suppress(IndexError, ValueError):
-                    reports.append(json.loads(out[1]))
+            for line in outs:
+                with contextlib.suppress(TypeError, ValueError):
+                    reports.append(json.loads(line or b""))
             if len(reports) < len(clients):
                 result.error = f"{len(clients) - len(reports)} client process(es) gave no report"
             if not alive:
@@ -664,7 +671,8 @@ def machine_lines(args: argparse.Namespace, servers: Sequence[ServerSpec]) -> li
         f"Python {platform.python_version()}, {gst}",
         f"servers: {', '.join(s.label for s in servers)}; trio command: "
         f"{', '.join(trio_cmds) or '-'}; window {args.duration:g} s after "
-        f"{args.warmup:g} s warm-up; median of {args.repeat} run(s)",
+        f"{args.warmup:g} s warm-up; median of {args.repeat} run(s), paced sweeps "
+        f"{args.sweep_repeat}; load average at start {args.loadavg}",
     ]
 
 
@@ -767,6 +775,7 @@ def make_servers(args: argparse.Namespace) -> list[ServerSpec]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    args.loadavg = " ".join(f"{x:.1f}" for x in os.getloadavg())
     servers = make_servers(args)
     plan = build_plan(args)
     logdir = Path(tempfile.mkdtemp(prefix="fanout-"))

@@ -23,7 +23,10 @@ release = version
 extensions = [
     "sphinx.ext.autodoc",
     "sphinxcontrib_trio",
+    "myst_parser",
 ]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+myst_heading_anchors = 3
 
 # Offline build: no intersphinx inventories to download.
 intersphinx_mapping: dict[str, tuple[str, str | None]] = {}

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 import trio
@@ -29,10 +29,29 @@ def need_tool(name: str) -> str:
 
 
 @dataclass
+class Output:
+    """A child's stderr as it arrives, with a wake-up for each chunk."""
+
+    data: bytearray = field(default_factory=bytearray)
+    arrived: trio.Event = field(default_factory=trio.Event)
+
+    async def collect(self, stream: trio.abc.ReceiveStream) -> None:
+        async for chunk in stream:
+            self.data += chunk
+            self.arrived.set()
+            self.arrived = trio.Event()
+        self.arrived.set()
+
+
+@dataclass
 class Running:
     process: trio.Process
     urls: list[str]
-    stderr: bytearray
+    output: Output
+
+    @property
+    def stderr(self) -> bytearray:
+        return self.output.data
 
     def port(self, scheme: str) -> int:
         for url in self.urls:
@@ -43,15 +62,10 @@ class Running:
     async def wait_log(self, text: bytes, count: int = 1) -> None:
         """Wait until the server's stderr holds ``text`` ``count`` times."""
         while self.stderr.count(text) < count:
-            await trio.sleep(0.01)
+            await self.output.arrived.wait()
 
     def url(self, scheme: str) -> str:
         return next(u for u in self.urls if u.startswith(scheme + "://"))
-
-
-async def _collect(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
-    async for chunk in stream:
-        into += chunk
 
 
 @asynccontextmanager
@@ -64,19 +78,19 @@ async def run_server(args: Sequence[str], *, fronts: int, stdin: bool = False,
         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    stderr = bytearray()
+    output = Output()
     out = bytearray()
     assert process.stdout is not None and process.stderr is not None
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_collect, process.stderr, stderr)
+            nursery.start_soon(output.collect, process.stderr)
             while out.count(b"\n") < fronts:
                 chunk = await process.stdout.receive_some()
                 if not chunk:
-                    raise AssertionError(f"server exited early: {stderr.decode()}")
+                    raise AssertionError(f"server exited early: {output.data.decode()}")
                 out += chunk
             urls = out.decode().split()
-            yield Running(process, urls, stderr)
+            yield Running(process, urls, output)
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
             with trio.move_on_after(15):

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import trio
-from _server import run_server, need_tool
+from _server import need_tool, run_server
 from trio_websocket import open_websocket_url
 
 SERVE_TEST = ["serve", "test", "--sync-method", "latest-keyframe", "--linger", "1"]
@@ -91,9 +91,11 @@ async def test_gstreamer_tcpclientsrc_receives_the_stream() -> None:
 
 async def test_websocket_client_receives_whole_buffers() -> None:
     with trio.fail_after(60):
-        async with run_server([*SERVE_TEST, "--ws", "127.0.0.1:0"], fronts=1) as server:
-            async with open_websocket_url(server.url("ws")) as ws:
-                messages = [await ws.get_message() for _ in range(30)]
+        async with (
+            run_server([*SERVE_TEST, "--ws", "127.0.0.1:0"], fronts=1) as server,
+            open_websocket_url(server.url("ws")) as ws,
+        ):
+            messages = [await ws.get_message() for _ in range(30)]
     assert all(isinstance(m, bytes) for m in messages)
     for message in messages:
         assert isinstance(message, bytes)
