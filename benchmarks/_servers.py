@@ -27,7 +27,7 @@ HOST = "127.0.0.1"  # the only address the benchmark ever targets
 #: "cli": ``trio-msink serve - --format raw ...``; "library": the stand-in on the public API.
 DEFAULT_TRIO_CMD = "cli"
 
-#: Server command lines. Placeholders: {size} {buffers_max} {sync_method}
+#: Server command lines. Placeholders: {size} {buffers_max} {buffers_soft_max} {sync_method}
 #: {recover_policy} (trio names) {gst_recover_policy} {port} {workers}.
 #: Trio commands listen on port 0 and print ``tcp://HOST:PORT``; GStreamer
 #: gets a free port picked by the harness and is polled until it accepts.
@@ -35,18 +35,21 @@ COMMANDS: dict[str, list[str]] = {
     "cli": [
         sys.executable, "-m", "trio_msink", "serve", "-", "--format", "raw",
         "--chunk-size", "{size}", "--tcp", f"{HOST}:0", "--no-sync",
-        "--buffers-max", "{buffers_max}", "--recover-policy", "{recover_policy}",
-        "--sync-method", "{sync_method}", "--linger", "0", "{workers_flag}",
+        "--buffers-max", "{buffers_max}", "--buffers-soft-max", "{buffers_soft_max}",
+        "--recover-policy", "{recover_policy}", "--sync-method", "{sync_method}",
+        "--linger", "0", "{workers_flag}",
     ],
     "library": [
         sys.executable, str(BENCH_DIR / "_trio_server.py"), "--chunk-size", "{size}",
         "--host", HOST, "--port", "0", "--buffers-max", "{buffers_max}",
-        "--recover-policy", "{recover_policy}", "--sync-method", "{sync_method}",
+        "--buffers-soft-max", "{buffers_soft_max}", "--recover-policy", "{recover_policy}",
+        "--sync-method", "{sync_method}",
     ],
     "gst": [
         "gst-launch-1.0", "-q", "fdsrc", "fd=0", "blocksize={size}", "!",
         "tcpserversink", f"host={HOST}", "port={port}", "sync=false",
-        "buffers-max={buffers_max}", "recover-policy={gst_recover_policy}",
+        "buffers-max={buffers_max}", "buffers-soft-max={buffers_soft_max}",
+        "recover-policy={gst_recover_policy}",
         "sync-method={sync_method}", "enable-last-sample=false",
     ],
 }
@@ -86,13 +89,14 @@ class ServerSpec:
     trio_cmd: str = DEFAULT_TRIO_CMD
     workers: int = 1
 
-    def command(self, *, size: int, buffers_max: int, sync_method: str,
-                recover_policy: str, port: int) -> list[str]:
+    def command(self, *, size: int, buffers_max: int, buffers_soft_max: int,
+                sync_method: str, recover_policy: str, port: int) -> list[str]:
         key = "gst" if self.kind == "gst" else self.trio_cmd
         if self.kind == "trio" and self.workers > 1 and key != "cli":
             raise ServerError(f"--workers {self.workers} needs --trio-cmd cli")
         values = {
-            "size": size, "buffers_max": buffers_max, "sync_method": sync_method,
+            "size": size, "buffers_max": buffers_max, "buffers_soft_max": buffers_soft_max,
+            "sync_method": sync_method,
             "recover_policy": recover_policy,
             "gst_recover_policy": GST_RECOVER[recover_policy], "port": port,
         }
@@ -115,13 +119,13 @@ def free_port() -> int:
 class Server:
     """A running server process (its own process group), fed from ``stdin_fd``."""
 
-    def __init__(self, spec: ServerSpec, *, size: int, buffers_max: int, sync_method: str,
-                 recover_policy: str, stdin_fd: int, log: IO[bytes],
+    def __init__(self, spec: ServerSpec, *, size: int, buffers_max: int, buffers_soft_max: int,
+                 sync_method: str, recover_policy: str, stdin_fd: int, log: IO[bytes],
                  timeout: float = 20.0) -> None:
         self.spec = spec
         port = free_port() if spec.kind == "gst" else 0
-        cmd = spec.command(size=size, buffers_max=buffers_max, sync_method=sync_method,
-                           recover_policy=recover_policy, port=port)
+        cmd = spec.command(size=size, buffers_max=buffers_max, buffers_soft_max=buffers_soft_max,
+                           sync_method=sync_method, recover_policy=recover_policy, port=port)
         self.cmd = cmd
         self.proc = subprocess.Popen(
             cmd, stdin=stdin_fd, stdout=subprocess.PIPE if spec.kind == "trio" else log,

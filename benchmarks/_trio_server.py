@@ -33,6 +33,7 @@ async def serve(args: argparse.Namespace) -> None:
     sink = Sink(
         sync=False,
         buffers_max=args.buffers_max,
+        buffers_soft_max=args.buffers_soft_max,
         recover_policy=_enum(RecoverPolicy, args.recover_policy),
         sync_method=_enum(SyncMethod, args.sync_method),
         linger=0,
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--buffers-max", type=int, default=-1)
+    parser.add_argument("--buffers-soft-max", type=int, default=-1)
     parser.add_argument("--recover-policy", default="none")
     parser.add_argument("--sync-method", default="latest")
     args = parser.parse_args()

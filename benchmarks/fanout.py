@@ -61,6 +61,14 @@ class Scenario:
     #: (min, max) seconds a client stays before it leaves and joins again
     churn: tuple[float, float] | None = None
     sync_method: str = "latest"
+    #: limits, as bytes of lag (turned into buffers for each size; -1: none)
+    max_lag: int = 32 << 20
+    soft_lag: int = -1
+    recover_policy: str = "none"
+    #: buffers-max as seconds of stream instead (paced scenarios only)
+    max_lag_s: float | None = None
+    #: at least this warm-up (the stalled client must fill its socket buffers)
+    min_warmup: float = 0.0
     sweep: bool = False
     sizes: tuple[int, ...] = (1316,)
     clients: tuple[int, ...] = (100,)
@@ -71,14 +79,18 @@ class Scenario:
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("unpaced", sizes=(1316, 4096, 65536), quick_sizes=(4096, 65536),
-             about="source as fast as the server reads its stdin"),
+             max_lag=64 << 20, soft_lag=16 << 20, recover_policy="resync-latest",
+             about="source as fast as the server reads; a client 16 MiB behind "
+                   "resyncs to the latest buffer (loss)"),
     Scenario("paced-sweep", sweep=True, sizes=(1316, 4096), clients=(100, 1000),
              quick_sizes=(1316, 4096), quick_clients=(100,),
              about="highest paced rate with no loss, no drop, p99 < limit, >=95% delivered"),
-    Scenario("stalled", stalled="one", sizes=(4096,), quick_sizes=(4096,),
-             about="unpaced; one of the N clients never reads"),
-    Scenario("stalled-all", rate=1e6, stalled="all", sizes=(4096,), clients=(1000,),
-             about="1 MB/s; no client reads: memory per connected client"),
+    Scenario("stalled", rate=1e6, stalled="one", max_lag_s=1.0, min_warmup=4.0,
+             sizes=(4096,), quick_sizes=(4096,),
+             about="1 MB/s; one of the N clients never reads; buffers-max = 1 s of "
+                   "stream: it is dropped once its socket buffers are full too"),
+    Scenario("stalled-all", rate=50e3, stalled="all", sizes=(4096,), clients=(1000,),
+             about="50 kB/s; no client reads: server memory per connected client"),
     Scenario("churn", rate=0.5e6, churn=(0.2, 1.0), sync_method="latest-keyframe",
              about="0.5 MB/s per client; clients leave after 0.2-1 s and join again"),
     Scenario("ttfb", rate=50e3, churn=(0.1, 0.3), sync_method="latest-keyframe",
@@ -191,7 +203,8 @@ class Options:
     duration: float
     warmup: float
     buffers_max: int | None
-    recover_policy: str
+    buffers_soft_max: int | None
+    recover_policy: str | None
     client_procs: int
     connect_concurrency: int
     prime: float
@@ -202,10 +215,21 @@ class Options:
     verbose: bool
     seq: Iterator[int] = field(default_factory=lambda: iter(range(1, 1 << 30)))
 
-    def buffers_max_for(self, size: int) -> int:
-        # Large enough that a client that keeps up is never dropped (32 MiB of
-        # lag), the same on every server; the stalled client is dropped there.
-        return self.buffers_max if self.buffers_max is not None else max(64, (32 << 20) // size)
+    def limits(self, scen: Scenario, size: int, rate: float) -> tuple[int, int, str]:
+        """(buffers-max, buffers-soft-max, recover-policy), the same on every
+        server: a flag if given, else the scenario's (in bytes or seconds of lag)."""
+        if scen.max_lag_s is not None and rate > 0:
+            hard = max(16, int(scen.max_lag_s * rate / size))
+        else:
+            hard = max(64, scen.max_lag // size) if scen.max_lag > 0 else -1
+        soft = max(16, scen.soft_lag // size) if scen.soft_lag > 0 else -1
+        if self.buffers_max is not None:
+            hard = self.buffers_max
+        if self.buffers_soft_max is not None:
+            soft = self.buffers_soft_max
+        if hard > 0 and soft > hard:
+            soft = hard
+        return hard, soft, self.recover_policy or scen.recover_policy
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -287,10 +311,10 @@ def run_once(spec: ServerSpec, case: Case, rate: float, opts: Options) -> Result
         try:
             log.write(f"# {spec.label} {case} rate={rate}\n".encode())
             try:
-                server = Server(spec, size=case.size,
-                                buffers_max=opts.buffers_max_for(case.size),
-                                sync_method=scen.sync_method,
-                                recover_policy=opts.recover_policy, stdin_fd=rfd, log=log)
+                hard, soft, policy = opts.limits(scen, case.size, rate)
+                server = Server(spec, size=case.size, buffers_max=hard, buffers_soft_max=soft,
+                                sync_method=scen.sync_method, recover_policy=policy,
+                                stdin_fd=rfd, log=log)
             except ServerError as exc:
                 result.error = f"server: {exc}"
                 return result
@@ -335,7 +359,7 @@ def run_once(spec: ServerSpec, case: Case, rate: float, opts: Options) -> Result
             if not server.alive():
                 result.error = "server died while clients connected"
                 return result
-            t0 = time.monotonic_ns() + int(opts.warmup * 1e9)
+            t0 = time.monotonic_ns() + int(max(opts.warmup, scen.min_warmup) * 1e9)
             t1 = t0 + int(opts.duration * 1e9)
             for c in [source, *clients]:
                 assert c.stdin is not None
@@ -407,8 +431,9 @@ def _fill(result: Result, reports: list[dict[str, Any]], window_ns: int, cpu: fl
     seconds = window_ns / 1e9
     mb = total / 1e6
     result.lost, result.buffers = lost, buffers
-    result.mb_s = mb / seconds
-    result.mb_per_cpu_s = mb / cpu if cpu > 0 else None
+    if result.readers:
+        result.mb_s = mb / seconds
+        result.mb_per_cpu_s = mb / cpu if cpu > 0 else None
     result.cpu_pct = 100 * cpu / seconds
     p50, p99 = hist_percentile(hist, 0.50), hist_percentile(hist, 0.99)
     result.p50_ms = p50 / 1000 if p50 is not None else None
@@ -644,7 +669,7 @@ def target_lines(results: list[Result]) -> list[str]:
                     lines.append(f"TTFB at 50 kB/s {r.size} B N={r.clients}: {label} "
                                  f"{r.ttfb_p50_ms:.2f} ms vs gst {g.ttfb_p50_ms:.2f} ms "
                                  f"(target: below) {'MET' if met else 'MISSED'}")
-            if r.server == label and r.scenario in ("stalled-all", "stalled") \
+            if r.server == label and r.scenario == "stalled-all" \
                     and r.kib_per_client is not None:
                 met = r.kib_per_client < 20
                 lines.append(f"memory {r.scenario} {r.size} B N={r.clients}: {label} "
@@ -720,9 +745,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="trio server: the trio-msink CLI or the stand-in on the "
                         f"library API (default: {DEFAULT_TRIO_CMD})")
     p.add_argument("--buffers-max", type=int, default=None,
-                   help="buffers-max on every server (default: 32 MiB / size)")
-    p.add_argument("--recover-policy", default="none",
-                   choices=["none", "resync-latest", "resync-soft-limit", "resync-keyframe"])
+                   help="buffers-max on every server (default: per scenario, see README)")
+    p.add_argument("--buffers-soft-max", type=int, default=None,
+                   help="buffers-soft-max on every server (default: per scenario)")
+    p.add_argument("--recover-policy", default=None,
+                   choices=["none", "resync-latest", "resync-soft-limit", "resync-keyframe"],
+                   help="recover-policy on every server (default: per scenario)")
     p.add_argument("--client-procs", type=int, default=2,
                    help="client processes per run (default: 2)")
     p.add_argument("--connect-concurrency", type=int, default=3,
@@ -780,7 +808,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = build_plan(args)
     logdir = Path(tempfile.mkdtemp(prefix="fanout-"))
     opts = Options(duration=args.duration, warmup=args.warmup, buffers_max=args.buffers_max,
-                   recover_policy=args.recover_policy, client_procs=args.client_procs,
+                   buffers_soft_max=args.buffers_soft_max, recover_policy=args.recover_policy,
+                   client_procs=args.client_procs,
                    connect_concurrency=args.connect_concurrency, prime=args.prime,
                    rcvbuf=args.rcvbuf, samples=args.samples, p99_limit_ms=args.p99_limit_ms,
                    logdir=logdir, verbose=args.verbose)
@@ -808,6 +837,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print("\n".join(targets))
     for r in results:
+        if SCENARIOS[r.scenario].stalled != "none" and not r.error:
+            stalled = r.clients - r.readers
+            print(f"note: {r.server} {r.scenario} {r.size} N={r.clients}: "
+                  f"{r.stalled_dropped}/{stalled} never-reading client(s) dropped by the server")
         if r.error or r.why or r.bad:
             print(f"note: {r.server} {r.scenario} {r.size} N={r.clients}: "
                   f"{r.error or r.why}{f' ({r.bad} misaligned headers)' if r.bad else ''}")

@@ -13,6 +13,7 @@ from ._buffer import Buffer
 from ._channel import ClientChannel
 from ._enums import ClientStatus, Format
 from ._stats import ClientStats
+from ._writer import InFlight
 
 if TYPE_CHECKING:
     from ._sink import Sink
@@ -33,6 +34,12 @@ class Client:
         self.removed = False
         #: True while a buffer is handed to the stream and not completely written.
         self.writing = False
+        #: Socket clients: segments handed to the socket, not written yet.
+        self.inflight = InFlight()
+        #: The socket's fd, for writes straight from ``send`` while parked.
+        self.fd = -1
+        self.parked = False
+        self._wakeup = trio.Event()
         #: Set once the client is unregistered (after on_client_socket_removed).
         self.gone = trio.Event()
         #: Set once the client's tasks have ended.
@@ -69,6 +76,24 @@ class Client:
 
     def flushed(self) -> None:
         self.sink._remove_client(self, ClientStatus.REMOVED)
+
+    async def park(self) -> None:
+        """Caught up: let the sink write to the socket directly until it
+        needs this task again (a partial write, new headers, a flush)."""
+        self._wakeup = trio.Event()
+        self.parked = True
+        self.sink._parked[self] = None
+        try:
+            await self._wakeup.wait()
+        finally:
+            self.unpark()
+        self.became_busy()
+
+    def unpark(self) -> None:
+        if self.parked:
+            self.parked = False
+            del self.sink._parked[self]
+            self._wakeup.set()
 
     def became_busy(self) -> None:
         """Data is waiting again after an idle stretch: the stall clock restarts."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -38,7 +39,7 @@ from ._settings import (
     check_seconds,
 )
 from ._stats import ClientStats, SinkStatistics
-from ._writer import write_socket, write_stream
+from ._writer import account, batch, write_socket, write_stream
 
 __all__ = ["Sink"]
 
@@ -146,6 +147,9 @@ class Sink:
         self._settings: dict[str, Any] = settings
         self._fanout = Fanout()
         self._clients: dict[trio.abc.SendStream, Client] = {}
+        # Socket clients whose writer is parked (caught up): send writes to
+        # them directly, without waking a task per client per buffer.
+        self._parked: dict[Client, None] = {}
         self._bytes_served = 0
         self._nursery: trio.Nursery | None = None
         self._lifetime: AbstractAsyncContextManager[None] | None = None
@@ -409,6 +413,8 @@ class Sink:
         client.channel.start_flush()
         if client.channel.flushed() and not client.writing:
             self._remove_client(client, ClientStatus.REMOVED)
+        else:
+            client.unpark()
 
     def clear(self) -> None:
         """Remove every client with status ``REMOVED``."""
@@ -494,6 +500,55 @@ class Sink:
             client = self._clients.get(cursor.handle)  # type: ignore[call-overload]
             if client is not None:
                 self._remove_client(client, ClientStatus.SLOW)
+        if self._parked and result.queued:
+            self._write_parked()
+
+    def _write_parked(self) -> None:
+        """Write what just arrived to every parked socket client.
+
+        Clients at the same position share one list of segments. A client
+        whose socket takes everything stays parked; any other case (a
+        partial write, headers due, a flush, a backlog larger than one call)
+        wakes its writer task, which carries on from there.
+        """
+        history = self._fanout.history
+        end = history.log.next
+        version = history.headers_version
+        dispatched = self.send_dispatched and self.on_dispatched is not None
+        batches: dict[int, tuple[list[memoryview], int, bool]] = {}
+        for client in list(self._parked):
+            cursor = client.channel.cursor
+            start = cursor.next
+            if start is None or start >= end:
+                continue
+            if cursor.headers_version != version or cursor.flush_end is not None:
+                client.unpark()
+                continue
+            found = batches.get(start)
+            if found is None:
+                found = batches[start] = batch(client.channel, start, end)
+            segments, total, complete = found
+            if not complete:
+                client.unpark()
+                continue
+            try:
+                written = os.writev(client.fd, segments) if segments else 0
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                client.unpark()  # the writer meets the error again and reports it
+                continue
+            if written:
+                client.progressed(written)
+            if written == total:
+                items = client.channel.take(end - start)
+                if dispatched:
+                    for item in items:
+                        client.dispatched(item)
+                continue
+            data = [history.log[seq] for seq in range(start, end)]
+            client.writing = account(client, client.inflight, (), data, written)
+            client.unpark()
 
     # -- client tasks ----------------------------------------------------------------
     async def _run_client(self, client: Client) -> None:
@@ -512,6 +567,7 @@ class Sink:
         stream = client.stream
         try:
             if type(stream) is trio.SocketStream and stream.socket.type == socket.SOCK_STREAM:
+                client.fd = stream.socket.fileno()
                 await write_socket(client, stream)
             else:
                 await write_stream(client, stream)
@@ -548,6 +604,9 @@ class Sink:
         client.disconnect_clock = trio.current_time()
         client.channel.close()
         client.scope.cancel()
+        if client.parked:
+            client.parked = False
+            del self._parked[client]
         stream = client.stream
         try:
             if self.on_client_removed is not None:

@@ -24,7 +24,7 @@ import trio
 from ._buffer import Buffer
 from ._channel import ClientChannel
 
-__all__ = ["Progress", "write_socket", "write_stream"]
+__all__ = ["InFlight", "Progress", "account", "batch", "write_socket", "write_stream"]
 
 # Linux caps one writev at IOV_MAX (1024) segments; 4 MiB per call keeps
 # a burst to one client from monopolising the loop (a 100 MB history would
@@ -38,6 +38,7 @@ class Progress(Protocol):
 
     channel: ClientChannel
     writing: bool
+    inflight: InFlight
 
     def progressed(self, nbytes: int) -> None: ...
     def dispatched(self, buffer: Buffer) -> None: ...
@@ -45,6 +46,7 @@ class Progress(Protocol):
     def stalled(self) -> None: ...
     def flushed(self) -> None: ...
     def became_busy(self) -> None: ...
+    async def park(self) -> None: ...
 
 
 async def _wait_for_data(client: Progress) -> bool:
@@ -84,7 +86,7 @@ async def write_stream(client: Progress, stream: trio.abc.SendStream) -> None:
         client.writing = False
 
 
-class _InFlight:
+class InFlight:
     """Segments handed to the socket but not completely written yet."""
 
     def __init__(self) -> None:
@@ -106,10 +108,16 @@ def _segments_of(items: list[Buffer], room: int, budget: int) -> list[memoryview
 
 
 async def write_socket(client: Progress, stream: trio.SocketStream) -> None:
-    """Write with non-blocking ``writev`` calls of many buffers each."""
+    """Write with non-blocking ``writev`` calls of many buffers each.
+
+    When the client is caught up the task parks: while parked, the sink
+    writes new buffers to the socket directly from ``send`` (see
+    :meth:`Sink._write_parked`), and wakes the task only when the socket
+    does not take everything at once.
+    """
     channel = client.channel
     fd = stream.socket.fileno()
-    inflight = _InFlight()
+    inflight = client.inflight
     while True:
         headers: tuple[Buffer, ...] = ()
         data: list[Buffer] = []
@@ -117,8 +125,10 @@ async def write_socket(client: Progress, stream: trio.SocketStream) -> None:
         if room > 0:
             headers, data = channel.peek(room)
         if not inflight and not data:
-            if not await _wait_for_data(client):
+            if channel.flushed():
+                client.flushed()
                 return
+            await client.park()
             continue
         offered = [*headers, *data]
         iov = inflight.segments + _segments_of(offered, room, _MAX_BYTES_PER_CALL)
@@ -130,7 +140,7 @@ async def write_socket(client: Progress, stream: trio.SocketStream) -> None:
                 written = 0
         if written:
             client.progressed(written)
-        remaining = _account(client, inflight, headers, data, written)
+        remaining = account(client, inflight, headers, data, written)
         client.writing = remaining
         if remaining or (not written and iov):
             with trio.move_on_at(client.stall_deadline()) as scope:
@@ -146,9 +156,26 @@ async def write_socket(client: Progress, stream: trio.SocketStream) -> None:
             await trio.lowlevel.checkpoint()
 
 
-def _account(
+def batch(channel: ClientChannel, start: int, end: int) -> tuple[list[memoryview], int, bool]:
+    """The segments of waiting buffers ``start .. end - 1`` for one ``writev``:
+    ``(segments, total bytes, complete)``; ``complete`` is False when they do
+    not all fit in one call."""
+    log = channel.history.log
+    segments: list[memoryview] = []
+    total = 0
+    for seq in range(start, end):
+        for segment in log[seq].segments:
+            if segment.nbytes:
+                segments.append(segment)
+                total += segment.nbytes
+        if len(segments) > _IOV_MAX or total > _MAX_BYTES_PER_CALL:
+            return segments, total, False
+    return segments, total, True
+
+
+def account(
     client: Progress,
-    inflight: _InFlight,
+    inflight: InFlight,
     headers: tuple[Buffer, ...],
     data: list[Buffer],
     written: int,
@@ -191,7 +218,7 @@ def _account(
     return bool(inflight.items)
 
 
-def _drop_written(inflight: _InFlight, left: int) -> None:
+def _drop_written(inflight: InFlight, left: int) -> None:
     """Keep only the last ``left`` bytes of the in-flight segments."""
     segments: list[memoryview] = []
     for segment in reversed(inflight.segments):
@@ -207,7 +234,7 @@ def _drop_written(inflight: _InFlight, left: int) -> None:
     inflight.segments = segments
 
 
-def _rebuild(inflight: _InFlight) -> None:
+def _rebuild(inflight: InFlight) -> None:
     """In-flight segments from the in-flight items' unwritten tails."""
     segments: list[memoryview] = []
     for buffer, left in inflight.items:
