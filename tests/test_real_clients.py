@@ -158,3 +158,20 @@ async def test_a_never_reading_client_is_resynced_while_ffmpeg_keeps_decoding() 
             assert stalled and stalled[0]["buffers_dropped"] > 0
             assert stalled[0]["status"] == "OK"
             sock.close()
+
+
+async def test_workers_serve_clients_from_two_processes() -> None:
+    args = [*SERVE_TEST, "--workers", "2", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"]
+    with trio.fail_after(60):
+        async with run_server(args, fronts=2) as server:
+            await trio.sleep(1.3)
+            tcp = f"tcp://127.0.0.1:{server.port('tcp')}"
+            http = f"http://127.0.0.1:{server.port('http')}/stream"
+            async with trio.open_nursery() as nursery:  # at once: one per worker
+                for url in (tcp, http):
+                    nursery.start_soon(_first_frame_is_key, url)
+            _assert_clean_decode(await _ffmpeg_decode(tcp), frames=40)
+            await server.wait_log(b"worker 1: client added")
+            await server.wait_log(b"worker 0: client added")
+            server.process.send_signal(15)
+            assert await server.process.wait() == 0

@@ -72,6 +72,8 @@ def _add_server_flags(parser: argparse.ArgumentParser,
                         help="with SOURCE test: stop after S seconds (default: never)")
     parser.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
                         help="seconds an HTTP client has to send its request headers")
+    parser.add_argument("--workers", type=int, default=1, metavar="K",
+                        help="serve clients from K processes (default: %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
 
 
@@ -104,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _fail(parser, str(exc))
     if not fronts:
         fronts["tcp"] = ("127.0.0.1", 4953)  # tcpserversink's default port
+    if args.workers < 1:
+        _fail(parser, f"argument --workers: must be >= 1, not {args.workers}")
     if args.chunk_size <= 0:
         _fail(parser, f"argument --chunk-size: must be > 0, not {args.chunk_size}")
     logging.basicConfig(

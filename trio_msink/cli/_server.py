@@ -7,10 +7,10 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -20,18 +20,43 @@ from ..fronts import ClientRegistry, HttpFront, WebSocketFront
 from ._display import Display
 from ._sources import open_source
 
-__all__ = ["Server"]
+__all__ = ["Output", "Server", "front_handlers", "front_url"]
 
 logger = logging.getLogger("trio_msink.cli")
 
 _CONTENT_TYPES = {"mpegts": "video/mp2t", "h264": "video/h264", "raw": "application/octet-stream"}
 
 
-def _url(scheme: str, sockname: Any, path: str = "") -> str:
+def front_url(front: str, sockname: Any) -> str:
+    """The line printed for a listening front: ``tcp://H:P``, ``http://H:P/``, ``ws://H:P/``."""
     host, port = sockname[0], sockname[1]
     if ":" in host:
         host = f"[{host}]"
-    return f"{scheme}://{host}:{port}{path}"
+    return f"{front}://{host}:{port}" + ("" if front == "tcp" else "/")
+
+
+Handler = Callable[[trio.SocketStream], Awaitable[object]]
+
+
+def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
+                   header_timeout: float) -> dict[str, Handler]:
+    """The ``trio.serve_tcp`` handler of each front, all feeding ``sink``."""
+
+    async def tcp(stream: trio.SocketStream) -> None:
+        with registry.registered(stream, "tcp"):
+            await sink.serve(stream)
+
+    http = HttpFront(sink, content_type=content_type, registry=registry,
+                     header_timeout=header_timeout)
+    ws = WebSocketFront(sink, registry=registry)
+    return {"tcp": tcp, "http": http.serve, "ws": ws.serve_stream}
+
+
+class Output(Protocol):
+    """Where framed buffers go: a Sink, or the worker processes."""
+
+    def set_streamheader(self, buffers: list[Buffer]) -> None: ...
+    async def send(self, buffer: Buffer) -> None: ...
 
 
 class Server:
@@ -67,6 +92,9 @@ class Server:
                 "on_message": message, "on_dispatched": dispatched}
 
     async def run(self) -> None:
+        if self.args.workers > 1:
+            await self._run_workers()
+            return
         async with Sink(**self.props, **self._callbacks()) as sink:
             self.display.sink = sink
             async with trio.open_nursery() as handlers:
@@ -87,26 +115,40 @@ class Server:
     async def _listen(self, sink: Sink, nursery: trio.Nursery,
                       handlers: trio.Nursery) -> list[str]:
         urls: list[str] = []
-        registry = self.registry
+        serve = front_handlers(sink, self.registry, self.content_type, self.args.header_timeout)
         for front, (host, port) in self.fronts.items():
-            if front == "tcp":
-                async def tcp(stream: trio.SocketStream) -> None:
-                    with registry.registered(stream, "tcp"):
-                        await sink.serve(stream)
-                handler: Callable[[trio.SocketStream], Any] = tcp
-                scheme, path = "tcp", ""
-            elif front == "http":
-                handler = HttpFront(sink, content_type=self.content_type, registry=registry,
-                                    header_timeout=self.args.header_timeout).serve
-                scheme, path = "http", "/"
-            else:
-                handler = WebSocketFront(sink, registry=registry).serve_stream
-                scheme, path = "ws", "/"
             listeners = await nursery.start(
-                partial(trio.serve_tcp, handler, port, host=host, handler_nursery=handlers)
+                partial(trio.serve_tcp, serve[front], port, host=host, handler_nursery=handlers)
             )
-            urls.append(_url(scheme, listeners[0].socket.getsockname(), path))
+            urls.append(front_url(front, listeners[0].socket.getsockname()))
         return urls
+
+    async def _run_workers(self) -> None:
+        from ._workers import WorkerPool
+
+        config = {"props": self.props, "content_type": self.content_type,
+                  "header_timeout": self.args.header_timeout}
+        pool = WorkerPool(self.args.workers, config, sync=self.props["sync"])
+        await pool.start()
+        try:
+            async with trio.open_nursery() as main:
+                urls = []
+                for front, (host, port) in self.fronts.items():
+                    listeners = await trio.open_tcp_listeners(port, host=host)
+                    urls.append(front_url(front, listeners[0].socket.getsockname()))
+                    for listener in listeners:
+                        main.start_soon(pool.hand_off, front, listener)
+                for url in urls:
+                    print(url, flush=True)
+                if self.args.command == "demo":
+                    self._print_demo_help()
+                main.start_soon(self._watch_signals, main.cancel_scope)
+                await self._pump(pool)
+                logger.info("end of input")
+                main.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await pool.close()  # workers let their clients drain, then exit
 
     def _print_demo_help(self) -> None:
         tcp, http, ws = (self.fronts[k] for k in ("tcp", "http", "ws"))
@@ -125,7 +167,7 @@ class Server:
                 scope.cancel()
                 return
 
-    async def _pump(self, sink: Sink) -> None:
+    async def _pump(self, sink: Output) -> None:
         framer = self.framer
         headers: list[bytes] = []
 

@@ -1,0 +1,215 @@
+"""``--workers K``: serve clients from K processes, the source read once.
+
+The main process reads and frames the source, paces it (``--sync``), and
+relays every buffer to each worker over a socketpair; it also owns the
+listening sockets and hands each accepted connection to a worker (round
+robin, ``SCM_RIGHTS``). Each worker runs its own Sink (``sync`` off: the
+stream arrives paced) and the fronts' handlers, so the clients' writes are
+spread over K cores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+
+import trio
+
+from .. import Buffer, ClientStatus, Sink
+from ..fronts import ClientRegistry
+from ._server import front_handlers
+
+__all__ = ["WorkerPool", "worker_main"]
+
+logger = logging.getLogger("trio_msink.cli")
+
+# kind, flags (1: delta unit, 2: header), pts (NaN: none), payload length
+_HEAD = struct.Struct("!BBdI")
+_BUFFER, _HEADERS = 1, 2
+_LENGTH = struct.Struct("!I")
+
+
+def _encode(kind: int, buffer: Buffer | None, payload: bytes = b"") -> list[bytes | memoryview]:
+    if buffer is not None:
+        flags = (1 if buffer.delta_unit else 0) | (2 if buffer.header else 0)
+        pts = math.nan if buffer.pts is None else buffer.pts
+        return [_HEAD.pack(kind, flags, pts, buffer.size), *buffer.segments]
+    return [_HEAD.pack(kind, 0, math.nan, len(payload)), payload]
+
+
+class _Worker:
+    def __init__(self, process: trio.Process, data: trio.SocketStream,
+                 control: socket.socket) -> None:
+        self.process = process
+        self.data = data
+        self.control = control
+
+
+class WorkerPool:
+    """The main process's side: relays the stream and hands out connections."""
+
+    def __init__(self, count: int, config: dict[str, Any], sync: bool) -> None:
+        self.count = count
+        self.config = config
+        self.sync = sync
+        self.workers: list[_Worker] = []
+        self._next = 0
+        self._base: float | None = None
+
+    async def start(self) -> None:
+        for index in range(self.count):
+            data_main, data_child = socket.socketpair()
+            control_main, control_child = socket.socketpair()
+            config = {**self.config, "index": index, "data_fd": data_child.fileno(),
+                      "control_fd": control_child.fileno()}
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "trio_msink.cli._workers", json.dumps(config)],
+                pass_fds=(data_child.fileno(), control_child.fileno()),
+            )
+            data_child.close()
+            control_child.close()
+            control_main.setblocking(False)
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(data_main))
+            self.workers.append(_Worker(process, stream, control_main))
+
+    async def _relay(self, parts: list[bytes | memoryview]) -> None:
+        data = b"".join(parts)
+        for worker in self.workers:
+            await worker.data.send_all(data)
+
+    def set_streamheader(self, buffers: list[Buffer]) -> None:
+        payload = b"".join(_LENGTH.pack(b.size) + b.tobytes() for b in buffers)
+        self._pending_headers = payload
+
+    async def send(self, buffer: Buffer) -> None:
+        headers = getattr(self, "_pending_headers", None)
+        if headers is not None:
+            del self._pending_headers
+            await self._relay(_encode(_HEADERS, None, headers))
+        if self.sync and buffer.pts is not None:
+            if self._base is None:
+                self._base = trio.current_time() - buffer.pts
+            else:
+                await trio.sleep_until(self._base + buffer.pts)
+        await self._relay(_encode(_BUFFER, buffer))
+
+    async def hand_off(self, front: str, listener: trio.SocketListener) -> None:
+        """Accept connections forever and pass each to the next worker."""
+        while True:
+            stream = await listener.accept()
+            worker = self.workers[self._next % len(self.workers)]
+            self._next += 1
+            fd = stream.socket.detach()
+            try:
+                while True:
+                    try:
+                        socket.send_fds(worker.control, [front.encode()], [fd])
+                        break
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(worker.control)
+            finally:
+                os.close(fd)
+
+    async def close(self) -> None:
+        """End of stream: each worker lets its clients drain, then exits."""
+        for worker in self.workers:
+            await worker.data.aclose()
+            worker.control.close()
+        for worker in self.workers:
+            await worker.process.wait()
+
+
+# -- the worker process ------------------------------------------------------------------
+async def _receive_exactly(stream: trio.SocketStream, size: int) -> bytes | None:
+    data = bytearray()
+    while len(data) < size:
+        chunk = await stream.receive_some(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
+
+
+async def _receive_stream(stream: trio.SocketStream, sink: Sink) -> None:
+    while (head := await _receive_exactly(stream, _HEAD.size)) is not None:
+        kind, flags, pts, length = _HEAD.unpack(head)
+        payload = await _receive_exactly(stream, length) if length else b""
+        if payload is None:
+            return
+        if kind == _HEADERS:
+            headers, offset = [], 0
+            while offset < len(payload):
+                (size,) = _LENGTH.unpack_from(payload, offset)
+                offset += _LENGTH.size
+                headers.append(Buffer(payload[offset : offset + size], header=True))
+                offset += size
+            sink.set_streamheader(headers)
+        else:
+            await sink.send(Buffer(payload, pts=None if math.isnan(pts) else pts,
+                                   delta_unit=bool(flags & 1), header=bool(flags & 2)))
+
+
+async def _receive_clients(control: socket.socket, handlers: dict[str, Any],
+                           nursery: trio.Nursery) -> None:
+    async def run(handler: Any, stream: trio.SocketStream) -> None:
+        async with stream:
+            await handler(stream)
+
+    while True:
+        await trio.lowlevel.wait_readable(control)
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 64, 8)
+        except BlockingIOError:
+            continue
+        if not message and not fds:
+            return
+        for fd in fds:
+            sock = trio.socket.from_stdlib_socket(socket.socket(fileno=fd))
+            handler = handlers.get(message.decode(), handlers["tcp"])
+            nursery.start_soon(run, handler, trio.SocketStream(sock))
+
+
+async def _worker(config: dict[str, Any]) -> None:
+    registry = ClientRegistry()
+    name = f"worker {config['index']}"
+
+    def added(stream: trio.abc.SendStream) -> None:
+        logger.info("%s: client added: %s", name, registry.describe(stream))
+
+    def removed(stream: trio.abc.SendStream, status: ClientStatus) -> None:
+        logger.info("%s: client removed (%s): %s", name, status.name, registry.describe(stream))
+
+    props = {**config["props"], "sync": False}
+    data = trio.SocketStream(trio.socket.from_stdlib_socket(
+        socket.socket(fileno=config["data_fd"])))
+    control = socket.socket(fileno=config["control_fd"])
+    control.setblocking(False)
+    async with Sink(**props, on_client_added=added, on_client_removed=removed) as sink:
+        handlers = front_handlers(sink, registry, config["content_type"],
+                                  config["header_timeout"])
+        async with trio.open_nursery() as clients:
+            async with trio.open_nursery() as main:
+                main.start_soon(_receive_clients, control, handlers, clients)
+                await _receive_stream(data, sink)
+                main.cancel_scope.cancel()
+            await sink.aclose()
+
+
+def worker_main(argv: list[str]) -> None:
+    """Entry point of a worker process (started by :class:`WorkerPool`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+    config = json.loads(argv[0])
+    logging.basicConfig(level=logging.INFO, format="trio-msink: %(message)s",
+                        stream=sys.stderr)
+    trio.run(_worker, config)
+
+
+if __name__ == "__main__":
+    worker_main(sys.argv[1:])
