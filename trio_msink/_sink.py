@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -25,31 +24,18 @@ import trio
 from ._buffer import Buffer, as_buffer
 from ._channel import Fanout
 from ._client import Client
-from ._enums import ClientStatus, Format, RecoverPolicy, SyncMethod
+from ._enums import ClientStatus, Format, SyncMethod
 from ._limits import Limits
 from ._placement import Burst
-from ._settings import (
-    Setting,
-    check_amount,
-    check_bool,
-    check_callback,
-    check_count,
-    check_dscp,
-    check_enum,
-    check_seconds,
-)
+from ._properties import SinkProperties, check_burst, check_sync
+from ._sockopts import apply_dscp
 from ._stats import ClientStats, SinkStatistics
-from ._writer import account, batch, write_socket, write_stream
+from ._writer import write_parked, write_socket, write_stream
 
 __all__ = ["Sink"]
 
 logger = logging.getLogger("trio_msink")
 
-_check_sync = check_enum(SyncMethod)
-_check_format = check_enum(Format)
-_check_policy = check_enum(RecoverPolicy)
-
-Callback = Callable[..., object] | None
 
 
 class _Paced:
@@ -64,7 +50,7 @@ class _Paced:
         self.withdrawn = False
 
 
-class Sink:
+class Sink(SinkProperties):
     """Fan one stream of buffers out to many ``trio.abc.SendStream`` clients.
 
     Use it as ``async with Sink(**properties) as sink:``. Every property is
@@ -79,72 +65,8 @@ class Sink:
     stream is the caller's again.
     """
 
-    #: Hard limit on a client's lag in buffers; over it the client is removed ``SLOW``.
-    buffers_max = Setting[int](-1, check_count)
-    #: Soft limit in buffers; over it the client gets ``recover_policy``.
-    buffers_soft_max = Setting[int](-1, check_count)
-    #: Unit of ``units_max`` / ``units_soft_max``: BUFFERS, BYTES or TIME.
-    unit_format = Setting[Format](Format.BUFFERS, _check_format)
-    #: Hard limit in ``unit_format`` units (an extra, independent limit).
-    units_max = Setting[float](-1, check_amount)
-    #: Soft limit in ``unit_format`` units.
-    units_soft_max = Setting[float](-1, check_amount)
-    #: What a client over a soft limit gets.
-    recover_policy = Setting[RecoverPolicy](RecoverPolicy.NONE, _check_policy)
-    #: Placement used by :meth:`add`.
-    sync_method = Setting[SyncMethod](SyncMethod.LATEST, _check_sync)
-    #: Unit of ``burst_value``.
-    burst_format = Setting[Format](Format.UNDEFINED, _check_format)
-    #: Minimum burst for :meth:`add` (in ``burst_format``).
-    burst_value = Setting[float](0, check_amount)
-    #: Keep at least this many bytes of history.
-    bytes_min = Setting[int](-1, check_count)
-    #: Keep at least this many seconds of history (PTS span).
-    time_min = Setting[float](-1.0, check_seconds)
-    #: Keep at least this many buffers of history.
-    buffers_min = Setting[int](-1, check_count)
-    #: Seconds a client may make no write progress while it has data waiting
-    #: or being written (0 = off); over it the client is removed ``SLOW``.
-    timeout = Setting[float](0.0, check_seconds)
-    #: Pace delivery by buffer PTS against the Trio clock.
-    sync = Setting[bool](True, check_bool)
-    #: Send changed streamheaders to existing clients.
-    resend_streamheader = Setting[bool](True, check_bool)
-    #: DSCP (0..63) stamped on client sockets; -1 leaves them alone.
-    qos_dscp = Setting[int](-1, check_dscp)
-    #: Read from readable clients (detect EOF, discard or report data).
-    handle_read = Setting[bool](True, check_bool)
-    #: Report bytes read from a client through ``on_message``.
-    send_messages = Setting[bool](False, check_bool)
-    #: Report every buffer completely written to a client through ``on_dispatched``.
-    send_dispatched = Setting[bool](False, check_bool)
-    #: Seconds clients get to receive what is queued when the block is left
-    #: normally (-1 = no limit).
-    linger = Setting[float](5.0, check_seconds)
-
-    #: ``on_client_added(stream)``: a client was registered (always its first event).
-    on_client_added = Setting[Callback](None, check_callback)
-    #: ``on_client_removed(stream, status)``: a client is being removed; it is
-    #: still registered (``get_stats`` works, with the removal's status).
-    on_client_removed = Setting[Callback](None, check_callback)
-    #: ``on_client_socket_removed(stream)``: the client is unregistered; the
-    #: stream is the caller's again (the sink never closes it).
-    on_client_socket_removed = Setting[Callback](None, check_callback)
-    #: ``on_message(stream, data)``: bytes read from a client (with ``send_messages``).
-    on_message = Setting[Callback](None, check_callback)
-    #: ``on_dispatched(stream, buffer)``: a buffer (headers included) was completely
-    #: written to a client (with ``send_dispatched``).
-    on_dispatched = Setting[Callback](None, check_callback)
-
     def __init__(self, **properties: Any) -> None:
-        settings = {name: spec.default for name, spec in _SETTINGS.items()}
-        for name, value in properties.items():
-            spec = _SETTINGS.get(name)
-            if spec is None:
-                raise TypeError(f"Sink() got an unexpected keyword argument {name!r}")
-            settings[name] = spec.check(name, value)
-        _check_consistent(settings)
-        self._settings: dict[str, Any] = settings
+        super().__init__(**properties)
         self._fanout = Fanout()
         self._clients: dict[trio.abc.SendStream, Client] = {}
         # Socket clients whose writer is parked (caught up): send writes to
@@ -162,14 +84,11 @@ class Sink:
         self._apply_settings()
 
     # -- settings ------------------------------------------------------------
-    def _update_settings(self, changes: dict[str, object]) -> None:
-        settings = {**self._settings, **changes}
-        _check_consistent(settings)
-        self._settings.update(changes)
+    def _settings_changed(self, changes: dict[str, object]) -> None:
         self._apply_settings()
         if "qos_dscp" in changes:
             for client in self._clients.values():
-                _apply_dscp(client.stream, self.qos_dscp)
+                apply_dscp(client.stream, self.qos_dscp)
         if "timeout" in changes:
             self._fanout.wake()
 
@@ -336,8 +255,8 @@ class Sink:
         Raises :exc:`ValueError` (registering nothing) when both limits are
         set in the same format and ``max_value < min_value``.
         """
-        self._add(stream, _check_sync("sync_method", sync_method),
-                  _check_burst(min_format, min_value, max_format, max_value))
+        self._add(stream, check_sync("sync_method", sync_method),
+                  check_burst(min_format, min_value, max_format, max_value))
 
     def _add(self, stream: trio.abc.SendStream, method: SyncMethod, burst: Burst) -> Client | None:
         if not isinstance(stream, trio.abc.SendStream):
@@ -350,7 +269,7 @@ class Sink:
             return None
         client = Client(self, stream, self._fanout.open_channel(stream, method, burst))
         self._clients[stream] = client
-        _apply_dscp(stream, self.qos_dscp)
+        apply_dscp(stream, self.qos_dscp)
         nursery.start_soon(self._run_client, client)
         if self.on_client_added is not None:
             client.call(self.on_client_added, stream)
@@ -376,8 +295,8 @@ class Sink:
         """
         method = self.sync_method
         if sync_method is not None:
-            method = _check_sync("sync_method", sync_method)
-        burst = _check_burst(
+            method = check_sync("sync_method", sync_method)
+        burst = check_burst(
             self.burst_format if min_format is None else min_format,
             self.burst_value if min_value == -1 and min_format is None else min_value,
             Format.UNDEFINED if max_format is None else max_format,
@@ -501,54 +420,8 @@ class Sink:
             if client is not None:
                 self._remove_client(client, ClientStatus.SLOW)
         if self._parked and result.queued:
-            self._write_parked()
-
-    def _write_parked(self) -> None:
-        """Write what just arrived to every parked socket client.
-
-        Clients at the same position share one list of segments. A client
-        whose socket takes everything stays parked; any other case (a
-        partial write, headers due, a flush, a backlog larger than one call)
-        wakes its writer task, which carries on from there.
-        """
-        history = self._fanout.history
-        end = history.log.next
-        version = history.headers_version
-        dispatched = self.send_dispatched and self.on_dispatched is not None
-        batches: dict[int, tuple[list[memoryview], int, bool]] = {}
-        for client in list(self._parked):
-            cursor = client.channel.cursor
-            start = cursor.next
-            if start is None or start >= end:
-                continue
-            if cursor.headers_version != version or cursor.flush_end is not None:
-                client.unpark()
-                continue
-            found = batches.get(start)
-            if found is None:
-                found = batches[start] = batch(client.channel, start, end)
-            segments, total, complete = found
-            if not complete:
-                client.unpark()
-                continue
-            try:
-                written = os.writev(client.fd, segments) if segments else 0
-            except BlockingIOError:
-                written = 0
-            except OSError:
-                client.unpark()  # the writer meets the error again and reports it
-                continue
-            if written:
-                client.progressed(written)
-            if written == total:
-                items = client.channel.take(end - start)
-                if dispatched:
-                    for item in items:
-                        client.dispatched(item)
-                continue
-            data = [history.log[seq] for seq in range(start, end)]
-            client.writing = account(client, client.inflight, (), data, written)
-            client.unpark()
+            write_parked(list(self._parked), self._fanout.history,
+                         dispatched=self.send_dispatched and self.on_dispatched is not None)
 
     # -- client tasks ----------------------------------------------------------------
     async def _run_client(self, client: Client) -> None:
@@ -628,57 +501,3 @@ class Sink:
         logger.exception("callback %r raised", callback)
 
 
-_SETTINGS: dict[str, Setting[Any]] = {
-    name: value for name, value in vars(Sink).items() if isinstance(value, Setting)
-}
-
-
-def _check_consistent(settings: dict[str, Any]) -> None:
-    """A soft limit may not be above its hard limit (both set, > 0)."""
-    for soft, hard in (("buffers_soft_max", "buffers_max"), ("units_soft_max", "units_max")):
-        if settings[soft] > 0 and settings[hard] > 0 and settings[soft] > settings[hard]:
-            raise ValueError(
-                f"{soft} ({settings[soft]}) must not be above {hard} ({settings[hard]})"
-            )
-
-
-def _check_burst(min_format: object, min_value: object, max_format: object,
-                 max_value: object) -> Burst:
-    burst = Burst(
-        _check_format("min_format", min_format), check_amount("min_value", min_value),
-        _check_format("max_format", max_format), check_amount("max_value", max_value),
-    )
-    if (burst.min_format == burst.max_format and burst.min_value >= 0
-            and burst.max_value >= 0 and burst.max_value < burst.min_value):
-        raise ValueError(
-            f"max_value ({max_value}) must not be below min_value ({min_value}) "
-            f"in the same format"
-        )
-    return burst
-
-
-def _find_socket(stream: object) -> socket.socket | trio.socket.SocketType | None:
-    for _ in range(4):  # unwrap SSLStream and similar layers
-        sock = getattr(stream, "socket", None)
-        if sock is not None:
-            return sock  # type: ignore[no-any-return]
-        stream = getattr(stream, "transport_stream", None)
-        if stream is None:
-            return None
-    return None
-
-
-def _apply_dscp(stream: object, dscp: int) -> None:
-    """Stamp ``dscp`` on the stream's socket; failures are logged, never fatal."""
-    if dscp < 0:
-        return
-    sock = _find_socket(stream)
-    if sock is None:
-        return
-    try:
-        if sock.family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, dscp << 2)
-        elif sock.family == socket.AF_INET:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
-    except OSError:
-        logger.warning("could not set DSCP %d on %r", dscp, stream, exc_info=True)

@@ -23,6 +23,7 @@ import trio
 
 from ._buffer import Buffer
 from ._channel import ClientChannel
+from ._history import History
 
 __all__ = ["InFlight", "Progress", "account", "batch", "write_socket", "write_stream"]
 
@@ -47,6 +48,10 @@ class Progress(Protocol):
     def flushed(self) -> None: ...
     def became_busy(self) -> None: ...
     async def park(self) -> None: ...
+    def unpark(self) -> None: ...
+
+    @property
+    def fd(self) -> int: ...
 
 
 async def _wait_for_data(client: Progress) -> bool:
@@ -247,3 +252,49 @@ def _rebuild(inflight: InFlight) -> None:
             skip = 0
     inflight.segments = segments
 
+
+
+def write_parked(clients: list[Progress], history: History, *, dispatched: bool) -> None:
+    """Write what just arrived to every parked socket client, from ``send``.
+
+    Clients at the same position share one list of segments. A client whose
+    socket takes everything stays parked; any other case (a partial write,
+    headers due, a flush, a backlog larger than one call) wakes its writer
+    task, which carries on from there.
+    """
+    end = history.log.next
+    version = history.headers_version
+    batches: dict[int, tuple[list[memoryview], int, bool]] = {}
+    for client in clients:
+        cursor = client.channel.cursor
+        start = cursor.next
+        if start is None or start >= end:
+            continue
+        if cursor.headers_version != version or cursor.flush_end is not None:
+            client.unpark()
+            continue
+        found = batches.get(start)
+        if found is None:
+            found = batches[start] = batch(client.channel, start, end)
+        segments, total, complete = found
+        if not complete:
+            client.unpark()
+            continue
+        try:
+            written = os.writev(client.fd, segments) if segments else 0
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            client.unpark()  # the writer meets the error again and reports it
+            continue
+        if written:
+            client.progressed(written)
+        if written == total:
+            items = client.channel.take(end - start)
+            if dispatched:
+                for item in items:
+                    client.dispatched(item)
+            continue
+        data = [history.log[seq] for seq in range(start, end)]
+        client.writing = account(client, client.inflight, (), data, written)
+        client.unpark()
