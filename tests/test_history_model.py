@@ -619,7 +619,7 @@ class HistoryMachine(RuleBasedStateMachine):
 
 
 HistoryMachine.TestCase.settings = settings(
-    max_examples=200,
+    max_examples=300,
     stateful_step_count=50,
     deadline=None,
     database=None,
@@ -842,6 +842,55 @@ def test_worked_example(policy: RecoverPolicy, reads: str, dropped: int) -> None
     got = [b.tobytes()[:2].decode() for b in history.take(cursor, 100)]
     assert ["k0", *got] == reads.split()
     assert cursor.buffers_dropped == dropped
+
+
+def test_recover_keyframe_jumps_to_the_newest_keyframe() -> None:
+    history = History()
+    history.limits = Limits(buffers_soft_max=4)
+    history.recover_policy = RecoverPolicy.RESYNC_KEYFRAME
+    cursor = history.add("S", SyncMethod.LATEST, Burst())
+    names = ["k0", "k1", "d2", "k3", "d4", "d5"]
+    buffers = [Buffer(n.encode(), delta_unit=n[0] == "d") for n in names]
+    history.push(buffers[0])
+    history.take(cursor, 1)
+    for b in buffers[1:5]:
+        assert history.push(b).resynced == []
+    assert history.push(buffers[5]).resynced == [cursor]  # lag 5: k3 brings it to 3
+    assert history.take(cursor, 100) == buffers[3:]
+    assert cursor.buffers_dropped == 2
+
+
+def test_streamheader_scenarios() -> None:
+    # SPEC.md §20 scenarios 20 and 21, on the core.
+    history = History()
+    hd1, head2 = Buffer(b"hd1", header=True), Buffer(b"head2", header=True)
+    history.set_streamheader([hd1, head2])
+    a = history.add("A", SyncMethod.LATEST, Burst())
+    assert not history.push(Buffer(b"hd1", header=True)).queued
+    assert not history.push(Buffer(b"head2", header=True)).queued
+    b0, b1, b2, b3 = (Buffer(b"b%d" % i) for i in range(4))
+    history.push(b0)
+    assert history.take(a, 1) == [hd1, head2, b0]
+    b = history.add("B", SyncMethod.LATEST, Burst())
+    history.push(b1)
+    assert history.take(a, 1) == [b1]
+    assert history.take(b, 1) == [hd1, head2, b1]
+    new1, hd = Buffer(b"new1", header=True), Buffer(b"hd", header=True)
+    history.set_streamheader([new1, hd])
+    history.push(b2)
+    assert history.take(a, 1) == [new1, hd, b2]
+    assert history.take(b, 1) == [new1, hd, b2]
+    # resend_streamheader false: existing clients get data only, new ones headers
+    history.resend_streamheader = False
+    history.set_streamheader([hd1])
+    c = history.add("C", SyncMethod.LATEST, Burst())
+    history.push(b3)
+    assert history.take(a, 1) == [b3]
+    assert history.take(c, 1) == [hd1, b3]
+    # a header buffer that is not in the streamheader is queued as data
+    other = Buffer(b"head2", header=True)
+    assert history.push(other).queued
+    assert history.take(a, 1) == [other]
 
 
 def test_worked_example_hard_limit() -> None:
