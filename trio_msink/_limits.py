@@ -46,6 +46,16 @@ class Limits:
         """True when waiting buffers ``start .. end - 1`` are over a hard limit."""
         return self._over(log, start, end, self.buffers_max, self.units_max)
 
+    def near(self, log: BufferLog, start: int, end: int) -> bool:
+        """True when waiting buffers ``start .. end - 1`` are over half of any limit."""
+        for buffers, units in ((self.buffers_soft_max, self.units_soft_max),
+                               (self.buffers_max, self.units_max)):
+            if buffers > 0 and end - start > buffers / 2:
+                return True
+            if units > 0 and log.amount(self.unit_format, start, end) > units / 2:
+                return True
+        return False
+
     def oldest_start_within_soft(self, log: BufferLog, end: int) -> int:
         """The oldest start whose lag is within every soft limit."""
         start = log.low

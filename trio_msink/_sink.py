@@ -36,6 +36,13 @@ __all__ = ["Sink"]
 
 logger = logging.getLogger("trio_msink")
 
+# A batch for parked clients is written at once, without waiting for the
+# producer to pause, when it reaches either size: 64 buffers or 256 KiB keep
+# one writev well under IOV_MAX and the socket buffer (Linux's default
+# tcp_wmem is 16 KiB to 4 MiB; GStreamer's queue2 defaults to 100 buffers).
+_BATCH_BUFFERS = 64
+_BATCH_BYTES = 256 * 1024
+
 
 
 class _Paced:
@@ -72,6 +79,8 @@ class Sink(SinkProperties):
         # Socket clients whose writer is parked (caught up): send writes to
         # them directly, without waking a task per client per buffer.
         self._parked: dict[Client, None] = {}
+        self._flushed_to = 0  # parked clients have been written up to here
+        self._flush_wanted = trio.Event()
         self._bytes_served = 0
         self._nursery: trio.Nursery | None = None
         self._lifetime: AbstractAsyncContextManager[None] | None = None
@@ -137,6 +146,7 @@ class Sink(SinkProperties):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self._run_clock)
+            nursery.start_soon(self._run_flusher)
             try:
                 yield
                 await self._drain()
@@ -420,8 +430,43 @@ class Sink(SinkProperties):
             if client is not None:
                 self._remove_client(client, ClientStatus.SLOW)
         if self._parked and result.queued:
-            write_parked(list(self._parked), self._fanout.history,
-                         dispatched=self.send_dispatched and self.on_dispatched is not None)
+            history = self._fanout.history
+            start, end = self._flushed_to, history.log.next
+            if (end - start >= _BATCH_BUFFERS
+                    or history.log.bytes_between(max(start, history.log.low), end) >= _BATCH_BYTES
+                    or history.limits.near(history.log, max(start, history.log.low), end)):
+                self._write_parked()
+            else:
+                self._flush_wanted.set()
+
+    def _write_parked(self) -> None:
+        self._flushed_to = self._fanout.history.log.next
+        write_parked(list(self._parked), self._fanout.history,
+                     dispatched=self.send_dispatched and self.on_dispatched is not None)
+
+    async def _run_flusher(self) -> None:
+        """Write to parked clients once the producer pauses.
+
+        ``send`` leaves new buffers for parked clients to this task, which
+        waits while the producer keeps sending (each pass of the scheduler
+        that brings new buffers) and then writes them all in one ``writev``
+        per client. A producer that sends a burst of buffers costs one
+        system call per client, not one per buffer per client; a paced
+        producer gets each buffer written as soon as it yields. ``send``
+        writes at once instead when the batch would reach half of a limit
+        (so batching never pushes a client over one) or its size caps.
+        """
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted = trio.Event()
+            log = self._fanout.history.log
+            seen = -1
+            while log.next != seen and log.next > self._flushed_to:
+                seen = log.next
+                await trio.lowlevel.checkpoint()
+            if log.next > self._flushed_to:
+                self._write_parked()
+
 
     # -- client tasks ----------------------------------------------------------------
     async def _run_client(self, client: Client) -> None:
