@@ -460,8 +460,12 @@ class Sink(SinkProperties):
             await self._flush_wanted.wait()
             self._flush_wanted = trio.Event()
             log = self._fanout.history.log
-            seen = -1
-            while log.next != seen and log.next > self._flushed_to:
+            # Trio may run this task before or after the producer within one
+            # pass of the scheduler, so only two passes in a row without a
+            # new buffer show that the producer has really paused.
+            seen, quiet = -1, 0
+            while quiet < 2 and log.next > self._flushed_to:
+                quiet = quiet + 1 if log.next == seen else 0
                 seen = log.next
                 await trio.lowlevel.checkpoint()
             if log.next > self._flushed_to:
