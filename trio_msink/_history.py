@@ -18,6 +18,7 @@ from ._enums import Format, RecoverPolicy, SyncMethod
 from ._limits import Limits, recover
 from ._log import BufferLog
 from ._placement import Burst, burst_start, place
+from ._positions import NOWHERE, UNPLACED, Positions
 
 __all__ = ["Cursor", "History", "PushResult"]
 
@@ -47,6 +48,10 @@ class Cursor:
     first_pts: float | None = None
     last_pts: float | None = None
     active: bool = True
+    #: Where the history's index keeps it (see :mod:`trio_msink._positions`).
+    slot: int = NOWHERE
+    #: Order of the add, so that simultaneous removals are reported in add order.
+    order: int = 0
 
 
 @dataclass(slots=True)
@@ -76,6 +81,8 @@ class History:
     def __init__(self) -> None:
         self.log = BufferLog()
         self.cursors: dict[Cursor, None] = {}  # insertion-ordered set
+        self._positions: Positions[Cursor] = Positions()
+        self._added = 0
         self.limits = Limits()
         self.recover_policy = RecoverPolicy.NONE
         self.sync_method = SyncMethod.LATEST
@@ -95,14 +102,30 @@ class History:
     # -- clients -----------------------------------------------------------
     def add(self, handle: object, method: SyncMethod, burst: Burst) -> Cursor:
         """Register a client placed by ``method`` against the history now."""
-        cursor = Cursor(handle, place(self.log, method, burst))
+        self._added += 1
+        cursor = Cursor(handle, None, order=self._added)
         self.cursors[cursor] = None
+        self._set_next(cursor, place(self.log, method, burst))
         return cursor
 
     def remove(self, cursor: Cursor) -> None:
         """Forget a client; what it still needed is trimmed at the next push."""
         cursor.active = False
         self.cursors.pop(cursor, None)
+        self._positions.move(cursor, NOWHERE)
+
+    def _set_next(self, cursor: Cursor, position: int | None) -> None:
+        """Every change of a cursor's position goes through here (the index)."""
+        cursor.next = position
+        if not cursor.active:
+            slot = NOWHERE
+        elif position is None:
+            slot = UNPLACED if cursor.flush_end is None else NOWHERE
+        elif cursor.flush_end is not None and position >= cursor.flush_end:
+            slot = NOWHERE  # flushed: needs nothing more from the history
+        else:
+            slot = position
+        self._positions.move(cursor, slot)
 
     def waiting(self, cursor: Cursor) -> tuple[int, int]:
         """``(start, end)``: the client's waiting buffers are ``start .. end - 1``."""
@@ -120,8 +143,7 @@ class History:
         """Queue nothing more for this client than what is waiting now."""
         if cursor.flush_end is None:
             cursor.flush_end = self.log.next
-            if cursor.next is None:
-                cursor.next = cursor.flush_end
+            self._set_next(cursor, cursor.flush_end if cursor.next is None else cursor.next)
 
     def flushed(self, cursor: Cursor) -> bool:
         """True when a flushing client has handed over everything it had."""
@@ -141,37 +163,50 @@ class History:
             return PushResult(queued=False)
         log = self.log
         seq = log.append(buffer)
+        end = seq + 1
         self.bytes_to_serve += buffer.size
         result = PushResult(queued=True)
+        positions = self._positions
+        if buffer.keyframe and positions.unplaced:
+            for cursor in list(positions.unplaced):
+                self._set_next(cursor, seq)
         limits, policy = self.limits, self.recover_policy
         soft = limits.has_soft and policy != RecoverPolicy.NONE
         hard = limits.has_hard
-        keep = seq
-        for cursor in self.cursors:
-            if cursor.next is None:
-                if not buffer.keyframe or cursor.flush_end is not None:
-                    continue
-                cursor.next = seq
-            start, end = self.waiting(cursor)
-            if soft and cursor.flush_end is None:
-                recovery = recover(log, limits, policy, start, end)
-                if recovery is not None:
-                    cursor.next = recovery.next
-                    cursor.buffers_dropped += recovery.dropped
-                    result.resynced.append(cursor)
-                    if recovery.next is None:
-                        continue
-                    start = recovery.next
-            if hard and limits.over_hard(log, start, end):
-                result.over_hard.append(cursor)
-                continue
-            if start < end:  # a flushed client needs nothing more
-                keep = min(keep, start)
+        if soft or hard:
+            # Only clients below the oldest position within every limit can
+            # be over one; the ones that keep up are not even looked at.
+            threshold = log.low
+            if soft:
+                threshold = max(threshold, limits.oldest_start_within_soft(log, end))
+            if hard:
+                threshold = max(threshold, limits.oldest_start_within_hard(log, end))
+            for cursor in positions.below(threshold):
+                self._apply_limits(cursor, soft, hard, result)
+            result.over_hard.sort(key=lambda c: c.order)
+            result.resynced.sort(key=lambda c: c.order)
         for cursor in result.over_hard:
             self.remove(cursor)
+        keep = min(seq, positions.lowest(end))
         log.trim(min(keep, self._retention_start()))
         self.buffers_queued = len(log)
         return result
+
+    def _apply_limits(self, cursor: Cursor, soft: bool, hard: bool, result: PushResult) -> None:
+        """Soft-limit recovery, then the hard limit, for one client."""
+        log, limits = self.log, self.limits
+        start, end = self.waiting(cursor)
+        if soft and cursor.flush_end is None:
+            recovery = recover(log, limits, self.recover_policy, start, end)
+            if recovery is not None:
+                self._set_next(cursor, recovery.next)
+                cursor.buffers_dropped += recovery.dropped
+                result.resynced.append(cursor)
+                if recovery.next is None:
+                    return
+                start = recovery.next
+        if hard and limits.over_hard(log, start, end):
+            result.over_hard.append(cursor)
 
     def _retention_start(self) -> int:
         """The oldest buffer that the retention settings ask to keep."""
@@ -234,5 +269,5 @@ class History:
                 if cursor.first_pts is None:
                     cursor.first_pts = buffer.pts
                 cursor.last_pts = buffer.pts
-        cursor.next = start + count
+        self._set_next(cursor, start + count)
         return items

@@ -56,14 +56,22 @@ class Limits:
                 return True
         return False
 
+    def _oldest_start_within(self, log: BufferLog, end: int, buffers: int,
+                             units: float) -> int:
+        start = log.low
+        if buffers > 0:
+            start = max(start, end - buffers)
+        if units > 0:
+            start = max(start, log.oldest_start_within(self.unit_format, units, end))
+        return start
+
     def oldest_start_within_soft(self, log: BufferLog, end: int) -> int:
         """The oldest start whose lag is within every soft limit."""
-        start = log.low
-        if self.buffers_soft_max > 0:
-            start = max(start, end - self.buffers_soft_max)
-        if self.units_soft_max > 0:
-            start = max(start, log.oldest_start_within(self.unit_format, self.units_soft_max, end))
-        return start
+        return self._oldest_start_within(log, end, self.buffers_soft_max, self.units_soft_max)
+
+    def oldest_start_within_hard(self, log: BufferLog, end: int) -> int:
+        """The oldest start whose lag is within every hard limit."""
+        return self._oldest_start_within(log, end, self.buffers_max, self.units_max)
 
 
 @dataclass(frozen=True, slots=True)
