@@ -24,6 +24,7 @@ import trio
 from ._buffer import Buffer, as_buffer
 from ._channel import Fanout
 from ._client import Client
+from ._clock import Clock
 from ._enums import ClientStatus, Format, SyncMethod
 from ._limits import Limits
 from ._placement import Burst
@@ -43,18 +44,6 @@ logger = logging.getLogger("trio_msink")
 _BATCH_BUFFERS = 64
 _BATCH_BYTES = 256 * 1024
 
-
-
-class _Paced:
-    """A buffer waiting in the clock task for its delivery time."""
-
-    __slots__ = ("buffer", "done", "target", "withdrawn")
-
-    def __init__(self, buffer: Buffer, target: float) -> None:
-        self.buffer = buffer
-        self.target = target
-        self.done = trio.Event()
-        self.withdrawn = False
 
 
 class Sink(SinkProperties):
@@ -87,9 +76,7 @@ class Sink(SinkProperties):
         self._closed = False
         self._started = False
         self._exited = False
-        self._pts_base: float | None = None
-        self._clock_send, self._clock_receive = trio.open_memory_channel[_Paced](math.inf)
-        self._clock_pending = 0
+        self._clock = Clock(self._queue)
         self._apply_settings()
 
     # -- settings ------------------------------------------------------------
@@ -145,7 +132,7 @@ class Sink(SinkProperties):
         failure: BaseException | None = None
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            await nursery.start(self._run_clock)
+            await nursery.start(self._clock.run)
             nursery.start_soon(self._run_flusher)
             try:
                 yield
@@ -173,17 +160,7 @@ class Sink(SinkProperties):
         """Remove every client now and release senders waiting in the clock."""
         self._closed = True
         self.clear()
-        self._clock_send.close()
-        for item in self._clock_receive_pending():
-            item.withdrawn = True
-            item.done.set()
-
-    def _clock_receive_pending(self) -> Iterable[_Paced]:
-        while True:
-            try:
-                yield self._clock_receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return
+        self._clock.close()
 
     async def aclose(self) -> None:
         """Close the sink as leaving the ``async with`` block normally does:
@@ -382,46 +359,7 @@ class Sink(SinkProperties):
         item = as_buffer(buffer)
         self._check_running()
         await trio.lowlevel.checkpoint_if_cancelled()
-        target = self._pace_target(item)
-        if target is None and not self._clock_pending:
-            self._queue(item)
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
-        paced = _Paced(item, -math.inf if target is None else target)
-        self._clock_pending += 1
-        self._clock_send.send_nowait(paced)
-        try:
-            await paced.done.wait()
-        except BaseException:
-            paced.withdrawn = True
-            raise
-        if paced.withdrawn:
-            raise trio.ClosedResourceError("the sink was closed before the buffer was due")
-
-    def _pace_target(self, buffer: Buffer) -> float | None:
-        if not self.sync or buffer.pts is None:
-            return None
-        now = trio.current_time()
-        if self._pts_base is None:
-            self._pts_base = now - buffer.pts
-            return None
-        target = self._pts_base + buffer.pts
-        return target if target > now else None
-
-    async def _run_clock(
-        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        task_status.started()
-        async for paced in self._clock_receive:
-            try:
-                await trio.sleep_until(paced.target)
-            finally:
-                self._clock_pending -= 1
-                if self._closed:
-                    paced.withdrawn = True
-                elif not paced.withdrawn:
-                    self._queue(paced.buffer)
-                paced.done.set()
+        await self._clock.send(item, sync=self.sync)
 
     def _queue(self, buffer: Buffer) -> None:
         result = self._fanout.send_nowait(buffer)
