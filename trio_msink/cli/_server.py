@@ -59,6 +59,13 @@ class Output(Protocol):
     async def send(self, buffer: Buffer) -> None: ...
 
 
+async def _flush(output: Output) -> None:
+    """Push out what ``output`` batched from one chunk of input (worker relays)."""
+    flush = getattr(output, "flush", None)
+    if flush is not None:
+        await flush()
+
+
 class Server:
     """``trio-msink serve``: read SOURCE, serve it, stop cleanly on a signal."""
 
@@ -183,4 +190,6 @@ class Server:
         async with aclosing(self.source) as source:
             async for chunk in source:
                 await send_all(framer.feed(chunk))
+                await _flush(sink)
             await send_all(framer.flush())
+            await _flush(sink)

@@ -34,6 +34,9 @@ logger = logging.getLogger("trio_msink.cli")
 _HEAD = struct.Struct("!BBdI")
 _BUFFER, _HEADERS = 1, 2
 _LENGTH = struct.Struct("!I")
+# Relayed messages are written to the workers in batches of up to this many
+# bytes (one chunk of input usually), one system call per worker per batch.
+_BATCH_BYTES = 1 << 20
 
 
 def _encode(kind: int, buffer: Buffer | None, payload: bytes = b"") -> list[bytes | memoryview]:
@@ -62,6 +65,8 @@ class WorkerPool:
         self.workers: list[_Worker] = []
         self._next = 0
         self._base: float | None = None
+        self._batch: list[bytes | memoryview] = []
+        self._batched = 0
 
     async def start(self) -> None:
         for index in range(self.count):
@@ -80,7 +85,20 @@ class WorkerPool:
             self.workers.append(_Worker(process, stream, control_main))
 
     async def _relay(self, parts: list[bytes | memoryview]) -> None:
-        data = b"".join(parts)
+        """Batch a message; written to the workers by :meth:`flush` (at the end
+        of each chunk of input, or before waiting for a buffer's time)."""
+        self._batch.extend(parts)
+        self._batched += sum(len(p) for p in parts)
+        if self._batched >= _BATCH_BYTES:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write the batched messages to every worker, one call each."""
+        if not self._batch:
+            return
+        data = b"".join(self._batch)
+        self._batch.clear()
+        self._batched = 0
         for worker in self.workers:
             await worker.data.send_all(data)
 
@@ -96,7 +114,8 @@ class WorkerPool:
         if self.sync and buffer.pts is not None:
             if self._base is None:
                 self._base = trio.current_time() - buffer.pts
-            else:
+            elif self._base + buffer.pts > trio.current_time():
+                await self.flush()
                 await trio.sleep_until(self._base + buffer.pts)
         await self._relay(_encode(_BUFFER, buffer))
 
@@ -119,6 +138,10 @@ class WorkerPool:
 
     async def close(self) -> None:
         """End of stream: each worker lets its clients drain, then exits."""
+        try:
+            await self.flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
         for worker in self.workers:
             await worker.data.aclose()
             worker.control.close()
@@ -127,33 +150,37 @@ class WorkerPool:
 
 
 # -- the worker process ------------------------------------------------------------------
-async def _receive_exactly(stream: trio.SocketStream, size: int) -> bytes | None:
-    data = bytearray()
-    while len(data) < size:
-        chunk = await stream.receive_some(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return bytes(data)
-
-
 async def _receive_stream(stream: trio.SocketStream, sink: Sink) -> None:
-    while (head := await _receive_exactly(stream, _HEAD.size)) is not None:
-        kind, flags, pts, length = _HEAD.unpack(head)
-        payload = await _receive_exactly(stream, length) if length else b""
-        if payload is None:
-            return
-        if kind == _HEADERS:
-            headers, offset = [], 0
-            while offset < len(payload):
-                (size,) = _LENGTH.unpack_from(payload, offset)
-                offset += _LENGTH.size
-                headers.append(Buffer(payload[offset : offset + size], header=True))
-                offset += size
-            sink.set_streamheader(headers)
-        else:
-            await sink.send(Buffer(payload, pts=None if math.isnan(pts) else pts,
-                                   delta_unit=bool(flags & 1), header=bool(flags & 2)))
+    """Read the relayed stream in large chunks; each chunk's buffers are sent
+    to the sink back to back, so its flusher writes them to a client in one
+    call."""
+    pending = bytearray()
+    while chunk := await stream.receive_some(1 << 20):
+        pending += chunk
+        offset = 0
+        while len(pending) - offset >= _HEAD.size:
+            kind, flags, pts, length = _HEAD.unpack_from(pending, offset)
+            start = offset + _HEAD.size
+            if len(pending) - start < length:
+                break
+            payload = bytes(pending[start : start + length])
+            offset = start + length
+            if kind == _HEADERS:
+                sink.set_streamheader(_decode_headers(payload))
+            else:
+                await sink.send(Buffer(payload, pts=None if math.isnan(pts) else pts,
+                                       delta_unit=bool(flags & 1), header=bool(flags & 2)))
+        del pending[:offset]
+
+
+def _decode_headers(payload: bytes) -> list[Buffer]:
+    headers, offset = [], 0
+    while offset < len(payload):
+        (size,) = _LENGTH.unpack_from(payload, offset)
+        offset += _LENGTH.size
+        headers.append(Buffer(payload[offset : offset + size], header=True))
+        offset += size
+    return headers
 
 
 async def _receive_clients(control: socket.socket, handlers: dict[str, Any],
