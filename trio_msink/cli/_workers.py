@@ -10,6 +10,7 @@ spread over K cores.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -138,10 +139,8 @@ class WorkerPool:
 
     async def close(self) -> None:
         """End of stream: each worker lets its clients drain, then exits."""
-        try:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.flush()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
         for worker in self.workers:
             await worker.data.aclose()
             worker.control.close()
