@@ -31,6 +31,8 @@ import anyio
 import anyio.abc
 import trio
 
+from ._stream import AdapterSendStream
+
 __all__ = ["AnyioSendStream", "AnyioStream"]
 
 # Bytes asked for per receive when the caller gives no max_bytes: anyio's own
@@ -51,7 +53,7 @@ def _trio_errors() -> Iterator[None]:
         raise trio.BrokenResourceError(str(exc)) from exc
 
 
-class AnyioSendStream(trio.abc.SendStream):
+class AnyioSendStream(AdapterSendStream):
     """A ``trio.abc.SendStream`` over an ``anyio.abc.ByteSendStream``.
 
     ``send_all(data)`` is one ``stream.send(bytes(data))`` (a copy for
@@ -62,34 +64,12 @@ class AnyioSendStream(trio.abc.SendStream):
     """
 
     def __init__(self, stream: anyio.abc.ByteSendStream) -> None:
+        super().__init__()
         self.anyio_stream = stream
-        self._closed = False
-        self._sending = False
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("this stream was closed")
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Send all of ``data``."""
-        self._check_open()
-        if self._sending:
-            raise trio.BusyResourceError("another task is already sending on this stream")
-        self._sending = True
-        try:
-            if not len(data):
-                await trio.lowlevel.checkpoint()
-                return
-            with _trio_errors():
-                await self.anyio_stream.send(data if isinstance(data, bytes) else bytes(data))
-        finally:
-            self._sending = False
-
-    async def wait_send_all_might_not_block(self) -> None:
-        """Return at once (after a checkpoint): anyio offers no writability
-        wait, and a spurious wake-up is allowed by the stream contract."""
-        self._check_open()
-        await trio.lowlevel.checkpoint()
+    async def _send(self, data: bytes | bytearray | memoryview) -> None:
+        with _trio_errors():
+            await self.anyio_stream.send(data if isinstance(data, bytes) else bytes(data))
 
     async def aclose(self) -> None:
         """Close the anyio stream. Idempotent."""

@@ -41,6 +41,7 @@ from trio_websocket import (
 
 from .. import ClientStatus, Sink
 from . import ClientRegistry, format_address
+from ._stream import AdapterSendStream
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
@@ -62,7 +63,7 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
 
-class WebSocketSendStream(trio.abc.SendStream):
+class WebSocketSendStream(AdapterSendStream):
     """A ``trio.abc.SendStream`` that sends each ``send_all`` as one binary message.
 
     ``send_all`` raises :exc:`trio.BrokenResourceError` once the WebSocket is
@@ -73,41 +74,18 @@ class WebSocketSendStream(trio.abc.SendStream):
     partly written, which breaks the connection (as for any Trio stream).
     """
 
+    _closed_message = "this WebSocket stream was closed"
+
     def __init__(self, connection: WebSocketConnection) -> None:
+        super().__init__()
         self.connection = connection
-        self._closed = False
-        self._sending = False
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("this WebSocket stream was closed")
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+    async def _send(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` as one binary message."""
-        self._check_open()
-        if self._sending:
-            raise trio.BusyResourceError("another task is already sending on this stream")
-        self._sending = True
         try:
-            if not len(data):
-                await trio.lowlevel.checkpoint()
-                return
             await self.connection.send_message(bytes(data))
         except ConnectionClosed as exc:
             raise trio.BrokenResourceError(f"the WebSocket is closed ({exc.reason})") from exc
-        finally:
-            self._sending = False
-
-    async def wait_send_all_might_not_block(self) -> None:
-        """Return at once (after a checkpoint).
-
-        trio-websocket exposes no writability signal, and the stream
-        contract allows a spurious wake-up ("might not block"); a writer
-        that then blocks in ``send_all`` is what the sink's ``timeout``
-        watches.
-        """
-        self._check_open()
-        await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
         """Close the WebSocket (closing handshake, code 1000). Idempotent."""
