@@ -251,6 +251,19 @@ class History:
         data = [log[seq] for seq in range(start, min(end, start + max_buffers))]
         return self._headers_due(cursor), data
 
+    def advance(self, cursor: Cursor, end: int) -> None:
+        """Hand over every waiting buffer before ``end`` at once, when no
+        headers are due (the caller wrote them itself: the direct-write path).
+        Same bookkeeping as :meth:`take`, without listing the buffers."""
+        start = cursor.next
+        assert start is not None and cursor.headers_version == self.headers_version
+        bounds = self.log.pts_bounds(start, end)
+        if bounds is not None:
+            if cursor.first_pts is None:
+                cursor.first_pts = bounds[0]
+            cursor.last_pts = bounds[1]
+        self._set_next(cursor, end)
+
     def take(self, cursor: Cursor, count: int) -> list[Buffer]:
         """Hand over the next ``count`` data buffers (with any headers due before
         them); they stop being waiting. Returns headers and data in order."""

@@ -118,6 +118,13 @@ class BufferLog:
             return 0.0
         return self._pts_of(self._pts[hi - 1]) - self._pts_of(self._pts[lo])
 
+    def pts_bounds(self, start: int, end: int) -> tuple[float, float] | None:
+        """PTS of the oldest and the newest buffer in ``start .. end - 1`` that have one."""
+        lo, hi = self._pts_index_range(start, end)
+        if lo >= hi:
+            return None
+        return self._pts_of(self._pts[lo]), self._pts_of(self._pts[hi - 1])
+
     def _pts_of(self, seq: int) -> float:
         pts = self[seq].pts
         assert pts is not None

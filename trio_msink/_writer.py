@@ -290,10 +290,11 @@ def write_parked(clients: list[Progress], history: History, *, dispatched: bool)
         if written:
             client.progressed(written)
         if written == total:
-            items = client.channel.take(end - start)
             if dispatched:
-                for item in items:
+                for item in client.channel.take(end - start):
                     client.dispatched(item)
+            else:
+                history.advance(cursor, end)
             continue
         data = [history.log[seq] for seq in range(start, end)]
         client.writing = account(client, client.inflight, (), data, written)
