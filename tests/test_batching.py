@@ -100,3 +100,21 @@ async def test_a_paced_producer_gets_each_buffer_written_when_it_pauses() -> Non
                 # the producer waits (a paced source): the buffer goes out now
                 assert await _read_exactly(client, 6) == b"frame%d" % n
             nursery.cancel_scope.cancel()
+
+
+async def test_direct_writes_keep_the_client_stats() -> None:
+    from trio_msink import Buffer
+
+    with trio.fail_after(10):
+        async with Sink(sync=False) as sink, trio.open_nursery() as nursery:
+            (client,) = await _serve_and_connect(sink, nursery, 1)
+            buffers = [Buffer(b"x" * 10, pts=1.0 + n if n % 2 else None) for n in range(8)]
+            for buffer in buffers:
+                await sink.send(buffer)
+            assert await _read_exactly(client, 80) == b"x" * 80
+            (server_side,) = list(sink._clients)
+            stats = sink.get_stats(server_side)
+            assert stats is not None
+            assert (stats.first_buffer_ts, stats.last_buffer_ts) == (2.0, 8.0)
+            assert stats.bytes_sent == 80 and stats.lag_buffers == 0
+            nursery.cancel_scope.cancel()
