@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import trio
 
 __all__ = ["AdapterSendStream"]
@@ -21,6 +23,7 @@ class AdapterSendStream(trio.abc.SendStream):
     def __init__(self) -> None:
         self._closed = False
         self._sending = False
+        self._receiving = False
 
     def _check_open(self) -> None:
         if self._closed:
@@ -50,3 +53,19 @@ class AdapterSendStream(trio.abc.SendStream):
         what the sink's ``timeout`` watches."""
         self._check_open()
         await trio.lowlevel.checkpoint()
+
+    async def _receive_guarded(
+        self, max_bytes: int | None, receive: Callable[[int | None], Awaitable[bytes]]
+    ) -> bytes:
+        """``receive_some`` for subclasses that also receive: the same checks
+        (closed, ``max_bytes`` >= 1, one receiver at a time) around ``receive``."""
+        self._check_open()
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        self._receiving = True
+        try:
+            return await receive(max_bytes)
+        finally:
+            self._receiving = False

@@ -86,24 +86,17 @@ class AnyioStream(AnyioSendStream, trio.abc.Stream):
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         super().__init__(stream)
         self._byte_stream = stream
-        self._receiving = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Up to ``max_bytes`` bytes (default 64 KiB); ``b""`` at end of stream."""
-        self._check_open()
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError("max_bytes must be >= 1")
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this stream")
-        self._receiving = True
-        try:
-            while True:
-                try:
-                    with _trio_errors():
-                        data = await self._byte_stream.receive(max_bytes or _RECEIVE_SIZE)
-                except anyio.EndOfStream:
-                    return b""
-                if data:  # anyio allows empty chunks and says to ignore them
-                    return data
-        finally:
-            self._receiving = False
+        return await self._receive_guarded(max_bytes, self._receive)
+
+    async def _receive(self, max_bytes: int | None) -> bytes:
+        while True:
+            try:
+                with _trio_errors():
+                    data = await self._byte_stream.receive(max_bytes or _RECEIVE_SIZE)
+            except anyio.EndOfStream:
+                return b""
+            if data:  # anyio allows empty chunks and says to ignore them
+                return data

@@ -109,32 +109,25 @@ class WebSocketStream(WebSocketSendStream, trio.abc.Stream):
 
     def __init__(self, connection: WebSocketConnection) -> None:
         super().__init__(connection)
-        self._receiving = False
         self._pending = b""
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """The next bytes of the peer's messages; ``b""`` at end of stream."""
-        self._check_open()
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError("max_bytes must be >= 1")
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this stream")
-        self._receiving = True
-        try:
-            while not self._pending:
-                try:
-                    message = await self.connection.get_message()
-                except ConnectionClosed:
-                    return b""
-                # An empty message is not end of stream: skip it.
-                self._pending = message.encode() if isinstance(message, str) else message
-            if max_bytes is None or max_bytes >= len(self._pending):
-                data, self._pending = self._pending, b""
-            else:
-                data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
-            return data
-        finally:
-            self._receiving = False
+        return await self._receive_guarded(max_bytes, self._receive)
+
+    async def _receive(self, max_bytes: int | None) -> bytes:
+        while not self._pending:
+            try:
+                message = await self.connection.get_message()
+            except ConnectionClosed:
+                return b""
+            # An empty message is not end of stream: skip it.
+            self._pending = message.encode() if isinstance(message, str) else message
+        if max_bytes is None or max_bytes >= len(self._pending):
+            data, self._pending = self._pending, b""
+        else:
+            data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
+        return data
 
 
 def _remote_address(connection: WebSocketConnection) -> str | None:
