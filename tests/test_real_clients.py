@@ -175,3 +175,59 @@ async def test_workers_serve_clients_from_two_processes() -> None:
             await server.wait_log(b"worker 0: client added")
             server.process.send_signal(15)
             assert await server.process.wait() == 0
+
+
+def _h264_file(frames: int = 60, gop: int = 10) -> bytes:
+    """An H.264 Annex B stream made with PyAV (no container, no timestamps)."""
+    import io
+
+    import av
+    import numpy as np
+
+    out = io.BytesIO()
+    container = av.open(out, "w", format="h264")
+    video = container.add_stream("libx264", rate=25)
+    video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+    video.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0",
+                     "preset": "veryfast"}
+    for i in range(frames):
+        img = np.zeros((120, 160, 3), np.uint8)
+        img[:, (i * 5) % 140 : (i * 5) % 140 + 20] = 255
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = i
+        for packet in video.encode(frame):
+            container.mux(packet)
+    for packet in video.encode(None):
+        container.mux(packet)
+    container.close()
+    return out.getvalue()
+
+
+async def test_h264_from_stdin_joins_on_a_keyframe_with_sps_pps_first() -> None:
+    """`--format auto` detects Annex B; a client that joins late gets the
+    SPS/PPS streamheader, then a burst that starts on an IDR, and decodes."""
+    data = _h264_file()
+    args = ["serve", "-", "--tcp", "127.0.0.1:0", "--sync-method", "burst-keyframe",
+            "--burst-format", "buffers", "--burst-value", "15", "--buffers-min", "1000",
+            "--linger", "5"]
+    with trio.fail_after(60):
+        async with run_server(args, fronts=1, stdin=True) as server:
+            stdin = server.process.stdin
+            assert stdin is not None
+            await stdin.send_all(data)
+            url = f"tcp://127.0.0.1:{server.port('tcp')}"
+            async with trio.open_nursery() as nursery:
+                results: list[subprocess.CompletedProcess[bytes]] = []
+
+                async def decode() -> None:
+                    ffmpeg = need_tool("ffmpeg")
+                    results.append(await trio.run_process(
+                        [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-xerror",
+                         "-f", "h264", "-i", url, "-f", "framecrc", "-"],
+                        capture_stdout=True, capture_stderr=True, check=False))
+
+                nursery.start_soon(decode)
+                await server.wait_log(b"client added")
+                await stdin.aclose()  # end of input: the server drains the client, exits
+            assert await server.process.wait() == 0
+    _assert_clean_decode(results[0], frames=10)
