@@ -59,6 +59,25 @@ class Output(Protocol):
     async def send(self, buffer: Buffer) -> None: ...
 
 
+class _Tee:
+    """The worker relay, then the main process's own sink (``--workers``)."""
+
+    def __init__(self, pool: Output, sink: Sink) -> None:
+        self.pool = pool
+        self.sink = sink
+
+    def set_streamheader(self, buffers: list[Buffer]) -> None:
+        self.pool.set_streamheader(buffers)
+        self.sink.set_streamheader(buffers)
+
+    async def send(self, buffer: Buffer) -> None:
+        await self.pool.send(buffer)  # waits for the buffer's time (sync)
+        await self.sink.send(buffer)
+
+    async def flush(self) -> None:
+        await _flush(self.pool)
+
+
 async def _flush(output: Output) -> None:
     """Push out what ``output`` batched from one chunk of input (worker relays)."""
     flush = getattr(output, "flush", None)
@@ -131,31 +150,39 @@ class Server:
         return urls
 
     async def _run_workers(self) -> None:
-        from ._workers import WorkerPool
+        from ._workers import WorkerPool, logging_callbacks
 
         config = {"props": self.props, "content_type": self.content_type,
                   "header_timeout": self.args.header_timeout}
-        pool = WorkerPool(self.args.workers, config, sync=self.props["sync"])
+        pool = WorkerPool(self.args.workers - 1, config, sync=self.props["sync"])
         await pool.start()
         try:
-            async with trio.open_nursery() as main:
-                urls = []
-                for front, (host, port) in self.fronts.items():
-                    listeners = await trio.open_tcp_listeners(port, host=host)
-                    urls.append(front_url(front, listeners[0].socket.getsockname()))
-                    for listener in listeners:
-                        main.start_soon(pool.hand_off, front, listener)
-                for url in urls:
-                    print(url, flush=True)
-                if self.args.command == "demo":
-                    self._print_demo_help()
-                main.start_soon(self._watch_signals, main.cancel_scope)
-                await self._pump(pool)
-                logger.info("end of input")
-                main.cancel_scope.cancel()
+            async with Sink(**self.props, **logging_callbacks(0, self.registry)) as sink:
+                local = front_handlers(sink, self.registry, self.content_type,
+                                       self.args.header_timeout)
+                async with trio.open_nursery() as handlers:
+                    async with trio.open_nursery() as main:
+                        urls = []
+                        for front, (host, port) in self.fronts.items():
+                            listeners = await trio.open_tcp_listeners(port, host=host)
+                            urls.append(front_url(front, listeners[0].socket.getsockname()))
+                            for listener in listeners:
+                                main.start_soon(pool.hand_off, front, listener, local[front],
+                                                handlers)
+                        for url in urls:
+                            print(url, flush=True)
+                        if self.args.command == "demo":
+                            self._print_demo_help()
+                        main.start_soon(self._watch_signals, main.cancel_scope)
+                        await self._pump(_Tee(pool, sink))
+                        logger.info("end of input")
+                        main.cancel_scope.cancel()
+                    async with trio.open_nursery() as closing:  # every process drains
+                        closing.start_soon(pool.close)
+                        await sink.aclose()
         finally:
             with trio.CancelScope(shield=True):
-                await pool.close()  # workers let their clients drain, then exit
+                await pool.close()
 
     def _print_demo_help(self) -> None:
         tcp, http, ws = (self.fronts[k] for k in ("tcp", "http", "ws"))

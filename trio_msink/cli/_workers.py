@@ -1,11 +1,13 @@
 """``--workers K``: serve clients from K processes, the source read once.
 
-The main process reads and frames the source, paces it (``--sync``), and
-relays every buffer to each worker over a socketpair; it also owns the
-listening sockets and hands each accepted connection to a worker (round
-robin, ``SCM_RIGHTS``). Each worker runs its own Sink (``sync`` off: the
-stream arrives paced) and the fronts' handlers, so the clients' writes are
-spread over K cores.
+The main process (worker 0) reads and frames the source, paces it
+(``--sync``), serves its share of the clients with its own Sink, and relays
+every buffer to K - 1 worker processes over socketpairs; it owns the
+listening sockets and deals the accepted connections round robin: one to
+itself, one to each worker (``SCM_RIGHTS``). Each worker runs its own Sink
+(``sync`` off: the stream arrives paced) and the fronts' handlers, so the
+clients' writes are spread over K cores, and a buffer crosses at most one
+extra process on its way to a client.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -73,7 +76,7 @@ class WorkerPool:
         for index in range(self.count):
             data_main, data_child = socket.socketpair()
             control_main, control_child = socket.socketpair()
-            config = {**self.config, "index": index, "data_fd": data_child.fileno(),
+            config = {**self.config, "index": index + 1, "data_fd": data_child.fileno(),
                       "control_fd": control_child.fileno()}
             process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "trio_msink.cli._workers", json.dumps(config)],
@@ -120,12 +123,24 @@ class WorkerPool:
                 await trio.sleep_until(self._base + buffer.pts)
         await self._relay(_encode(_BUFFER, buffer))
 
-    async def hand_off(self, front: str, listener: trio.SocketListener) -> None:
-        """Accept connections forever and pass each to the next worker."""
+    async def hand_off(self, front: str, listener: trio.SocketListener,
+                       local: Callable[[trio.SocketStream], Awaitable[object]],
+                       nursery: trio.Nursery) -> None:
+        """Accept connections forever; in turn, serve one here (``local``, in
+        ``nursery``) and pass one to each worker process."""
+
+        async def serve_here(stream: trio.SocketStream) -> None:
+            async with stream:
+                await local(stream)
+
         while True:
             stream = await listener.accept()
-            worker = self.workers[self._next % len(self.workers)]
+            turn = self._next % (len(self.workers) + 1)
             self._next += 1
+            if turn == 0:
+                nursery.start_soon(serve_here, stream)
+                continue
+            worker = self.workers[turn - 1]
             fd = stream.socket.detach()
             try:
                 while True:
@@ -202,9 +217,9 @@ async def _receive_clients(control: socket.socket, handlers: dict[str, Any],
             nursery.start_soon(run, handler, trio.SocketStream(sock))
 
 
-async def _worker(config: dict[str, Any]) -> None:
-    registry = ClientRegistry()
-    name = f"worker {config['index']}"
+def logging_callbacks(index: int, registry: ClientRegistry) -> dict[str, Any]:
+    """Sink callbacks that log each client event with the worker's number."""
+    name = f"worker {index}"
 
     def added(stream: trio.abc.SendStream) -> None:
         logger.info("%s: client added: %s", name, registry.describe(stream))
@@ -212,12 +227,17 @@ async def _worker(config: dict[str, Any]) -> None:
     def removed(stream: trio.abc.SendStream, status: ClientStatus) -> None:
         logger.info("%s: client removed (%s): %s", name, status.name, registry.describe(stream))
 
+    return {"on_client_added": added, "on_client_removed": removed}
+
+
+async def _worker(config: dict[str, Any]) -> None:
+    registry = ClientRegistry()
     props = {**config["props"], "sync": False}
     data = trio.SocketStream(trio.socket.from_stdlib_socket(
         socket.socket(fileno=config["data_fd"])))
     control = socket.socket(fileno=config["control_fd"])
     control.setblocking(False)
-    async with Sink(**props, on_client_added=added, on_client_removed=removed) as sink:
+    async with Sink(**props, **logging_callbacks(config["index"], registry)) as sink:
         handlers = front_handlers(sink, registry, config["content_type"],
                                   config["header_timeout"])
         async with trio.open_nursery() as clients:
