@@ -71,6 +71,7 @@ class WorkerPool:
         self._base: float | None = None
         self._batch: list[bytes | memoryview] = []
         self._batched = 0
+        self._pending_headers: bytes | None = None
 
     async def start(self) -> None:
         for index in range(self.count):
@@ -107,13 +108,12 @@ class WorkerPool:
             await worker.data.send_all(data)
 
     def set_streamheader(self, buffers: list[Buffer]) -> None:
-        payload = b"".join(_LENGTH.pack(b.size) + b.tobytes() for b in buffers)
-        self._pending_headers = payload
+        """New headers: relayed ahead of the next buffer."""
+        self._pending_headers = b"".join(_LENGTH.pack(b.size) + b.tobytes() for b in buffers)
 
     async def send(self, buffer: Buffer) -> None:
-        headers = getattr(self, "_pending_headers", None)
+        headers, self._pending_headers = self._pending_headers, None
         if headers is not None:
-            del self._pending_headers
             await self._relay(_encode(_HEADERS, None, headers))
         if self.sync and buffer.pts is not None:
             if self._base is None:
