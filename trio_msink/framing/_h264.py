@@ -48,6 +48,9 @@ class H264Framer(Framer):
         super().__init__()
         self._fps = check_rate("fps", fps)
         self._max_unit = check_size("max_unit_size", max_unit_size, 1)
+        self._restart()
+
+    def _restart(self) -> None:
         self._pending = bytearray()  # unread bytes, from the current NAL's tail
         self._search = 0  # where to look for the next start code in _pending
         self._in_nal = False  # a NAL has started: pending bytes belong to the unit
@@ -60,6 +63,9 @@ class H264Framer(Framer):
         self._unit_has_picture = False
         self._unit_idr = False
         self._unit_cut = False  # the unit continues one cut at max_unit_size
+
+    def _has_headers(self) -> bool:
+        return bool(self._sps) and bool(self._pps)
 
     @property
     def buffered(self) -> int:
@@ -183,7 +189,9 @@ class H264Framer(Framer):
             pts, duration = self._pictures / self._fps, 1 / self._fps
             self._pictures += 1
         key = self._unit_idr and not self._unit_cut
-        out.append(Buffer(bytes(self._unit), pts=pts, duration=duration, delta_unit=not key))
+        buffer = Buffer(bytes(self._unit), pts=pts, duration=duration, delta_unit=not key)
+        if self._admit(buffer):
+            out.append(buffer)
         self._unit = bytearray()
         self._unit_has_picture = False
         self._unit_idr = False

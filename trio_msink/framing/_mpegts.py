@@ -65,13 +65,21 @@ class MpegTsFramer(Framer):
     def __init__(self, *, max_unit_size: int = DEFAULT_MAX_UNIT_SIZE) -> None:
         super().__init__()
         self._max_unit = check_size("max_unit_size", max_unit_size, PACKET_SIZE)
+        self._pat_packet: bytes | None = None
+        self._pmt_packet: bytes | None = None
+        self._restart()
+
+    def _restart(self) -> None:
+        # The packets of the headers before: a new stream's PAT or PMT that
+        # differs from them only in the continuity counter is the same header.
+        self._previous = (self._pat_packet, self._pmt_packet)
         self._pending = bytearray()
         self._synced = False
         # PSI state.
         self._program: int | None = None
         self._pmt_pid: int | None = None
-        self._pat_packet: bytes | None = None
-        self._pmt_packet: bytes | None = None
+        self._pat_packet = None
+        self._pmt_packet = None
         self._video_pid: int | None = None
         self._codec: str | None = None
         self._last_pts: int | None = None
@@ -82,6 +90,9 @@ class MpegTsFramer(Framer):
         self._unit_rai = False
         self._unit_pts: float | None = None
         self._scanner: KeyframeScanner | None = None
+
+    def _has_headers(self) -> bool:
+        return self._pat_packet is not None and self._pmt_packet is not None
 
     @property
     def buffered(self) -> int:
@@ -211,7 +222,9 @@ class MpegTsFramer(Framer):
         if self._unit_pes:
             scanned = self._scanner is not None and self._scanner.result is True
             key = self._unit_always_key or self._unit_rai or scanned
-        out.append(Buffer(bytes(self._unit), pts=self._unit_pts, delta_unit=not key))
+        buffer = Buffer(bytes(self._unit), pts=self._unit_pts, delta_unit=not key)
+        if self._admit(buffer):
+            out.append(buffer)
         self._unit = bytearray()
         self._unit_pes = False
         self._unit_always_key = False
@@ -230,7 +243,7 @@ class MpegTsFramer(Framer):
         if (program, pmt_pid) != (self._program, self._pmt_pid):
             self._program, self._pmt_pid = program, pmt_pid
             self._pmt_packet = None  # wait for the PMT the new PAT names
-        self._pat_packet = _newer(self._pat_packet, packet)
+        self._pat_packet = _newer(self._pat_packet or self._previous[0], packet)
         self._update_streamheader()
 
     def _on_pmt(self, packet: bytes, payload: memoryview) -> None:
@@ -241,7 +254,7 @@ class MpegTsFramer(Framer):
         if streams is None:
             return
         self._video_pid, self._codec = _pick_video(streams)
-        self._pmt_packet = _newer(self._pmt_packet, packet)
+        self._pmt_packet = _newer(self._pmt_packet or self._previous[1], packet)
         self._update_streamheader()
 
     def _update_streamheader(self) -> None:
