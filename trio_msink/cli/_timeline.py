@@ -118,11 +118,7 @@ class Timeline:
             self._segments = 1
             return buffer
         step = ts - self._high
-        if (
-            self._state is _State.DISCONTINUITY
-            or step > self._max_gap
-            or step < -self._max_reorder
-        ):
+        if self._state is _State.DISCONTINUITY or step > self._max_gap or step < -self._max_reorder:
             self._state = _State.RUNNING
             out = max(self._last, now - self._base)
             self._offset, self._high = out - ts, ts

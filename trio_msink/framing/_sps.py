@@ -127,9 +127,9 @@ def _frame_rate(bits: _Bits) -> float | None:
             bits.ue()
     if not bits.u(1):  # vui_parameters_present_flag
         return None
-    if bits.u(1):  # aspect_ratio_info_present_flag
-        if bits.u(8) == _EXTENDED_SAR:
-            bits.u(32)  # sar_width, sar_height
+    # aspect_ratio_info_present_flag, then aspect_ratio_idc
+    if bits.u(1) and bits.u(8) == _EXTENDED_SAR:
+        bits.u(32)  # sar_width, sar_height
     if bits.u(1):  # overscan_info_present_flag
         bits.u(1)
     if bits.u(1):  # video_signal_type_present_flag
