@@ -72,21 +72,21 @@ class MpegTsFramer(Framer):
     def __init__(self, *, max_unit_size: int = DEFAULT_MAX_UNIT_SIZE) -> None:
         super().__init__()
         self._max_unit = check_size("max_unit_size", max_unit_size, PACKET_SIZE)
-        self._pat_packet: bytes | None = None
-        self._pmt_packet: bytes | None = None
         self._restart()
 
     def _restart(self) -> None:
-        # The packets of the headers before: a new stream's PAT or PMT that
-        # differs from them only in the continuity counter is the same header.
-        self._previous = (self._pat_packet, self._pmt_packet)
+        # The packets of the headers in force (those before the first of
+        # several restarts): a new stream's PAT or PMT that differs from them
+        # only in the continuity counter is the same header.
+        old = [h.tobytes() for h in self._streamheader]
+        self._previous = (old[0], old[1]) if len(old) == 2 else (None, None)
         self._pending = bytearray()
         self._synced = False
         # PSI state.
         self._program: int | None = None
         self._pmt_pid: int | None = None
-        self._pat_packet = None
-        self._pmt_packet = None
+        self._pat_packet: bytes | None = None
+        self._pmt_packet: bytes | None = None
         self._video_pid: int | None = None
         self._codec: str | None = None
         self._last_ts: int | None = None
