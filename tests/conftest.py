@@ -154,39 +154,105 @@ ADDED: list[Event] = [("added", None)]
 
 
 class Events:
-    """Records the sink's client callbacks, in order, with the Trio time."""
+    """Records the sink's client callbacks in order, with the Trio time of
+    each; waiters wake on every callback.
+
+    ``callbacks()`` gives the keyword arguments that install it on a Sink
+    (all four callbacks; ``on_message`` only runs with ``send_messages``).
+    """
 
     def __init__(self) -> None:
-        self.log: list[tuple[str, object, ClientStatus | None]] = []
-        self.times: dict[tuple[str, int], float] = {}
+        #: ``(callback name, stream, status)`` in the order they ran.
+        self.log: list[tuple[str, trio.abc.SendStream, ClientStatus | None]] = []
+        self.messages: list[tuple[trio.abc.SendStream, bytes]] = []
+        self._times: dict[tuple[str, int], float] = {}
+        self._changed = trio.Event()
 
-    def _record(self, name: str, stream: object, status: ClientStatus | None) -> None:
-        self.log.append((name, stream, status))
-        self.times[(name, id(stream))] = trio.current_time()
-
-    def added(self, stream: object) -> None:
-        self._record("added", stream, None)
-
-    def removed(self, stream: object, status: ClientStatus) -> None:
-        self._record("removed", stream, status)
-
-    def socket_removed(self, stream: object) -> None:
-        self._record("socket_removed", stream, None)
-
-    @property
     def callbacks(self) -> dict[str, Callable[..., None]]:
         return {
-            "on_client_added": self.added,
-            "on_client_removed": self.removed,
-            "on_client_socket_removed": self.socket_removed,
+            "on_client_added": self.on_client_added,
+            "on_client_removed": self.on_client_removed,
+            "on_client_socket_removed": self.on_client_socket_removed,
+            "on_message": self.on_message,
         }
+
+    def _record(self, name: str, stream: trio.abc.SendStream,
+                status: ClientStatus | None) -> None:
+        self.log.append((name, stream, status))
+        self._times[(name, id(stream))] = trio.current_time()
+        self._poke()
+
+    def _poke(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def on_client_added(self, stream: trio.abc.SendStream) -> None:
+        self._record("added", stream, None)
+
+    def on_client_removed(self, stream: trio.abc.SendStream, status: ClientStatus) -> None:
+        self._record("removed", stream, status)
+
+    def on_client_socket_removed(self, stream: trio.abc.SendStream) -> None:
+        self._record("socket_removed", stream, None)
+
+    def on_message(self, stream: trio.abc.SendStream, data: bytes) -> None:
+        self.messages.append((stream, data))
+        self._poke()
+
+    # -- what happened ---------------------------------------------------------
+    @property
+    def added(self) -> list[trio.abc.SendStream]:
+        return [s for name, s, _ in self.log if name == "added"]
+
+    @property
+    def removed(self) -> list[tuple[trio.abc.SendStream, ClientStatus]]:
+        return [(s, status) for name, s, status in self.log
+                if name == "removed" and status is not None]
+
+    @property
+    def socket_removed(self) -> list[trio.abc.SendStream]:
+        return [s for name, s, _ in self.log if name == "socket_removed"]
+
+    @property
+    def statuses(self) -> list[ClientStatus]:
+        """The statuses of the removals, in order."""
+        return [status for _, status in self.removed]
 
     def of(self, stream: object) -> list[Event]:
         """The callbacks about ``stream``, in order."""
         return [(name, status) for name, s, status in self.log if s is stream]
 
     def removed_at(self, stream: object) -> float:
-        return self.times[("removed", id(stream))]
+        """The Trio time at which ``stream`` was removed."""
+        return self._times[("removed", id(stream))]
+
+    def status(self, stream: trio.abc.SendStream) -> ClientStatus | None:
+        """The status ``stream`` was removed with; None while registered."""
+        found = [status for s, status in self.removed if s is stream]
+        assert len(found) <= 1, f"removed more than once: {found}"
+        return found[0] if found else None
+
+    def server_for(self, client: trio.SocketStream) -> trio.abc.SendStream:
+        """The served stream whose peer is ``client``."""
+        (stream,) = [s for s in self.added if peer_of(s) == name_of(client)]
+        return stream
+
+    # -- waiting (the caller's fail_after bounds each) ---------------------------
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await self._changed.wait()
+
+    async def wait_added(self, count: int) -> None:
+        await self.wait_for(lambda: len(self.added) >= count)
+
+    async def wait_socket_removed(self, count: int = 1) -> None:
+        await self.wait_for(lambda: len(self.socket_removed) >= count)
+
+    async def wait_removed(self, stream: trio.abc.SendStream) -> ClientStatus:
+        await self.wait_for(lambda: self.status(stream) is not None)
+        status = self.status(stream)
+        assert status is not None
+        return status
 
 
 def socket_stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
@@ -332,66 +398,6 @@ async def serving(
         nursery.cancel_scope.cancel()
 
 
-class CallbackLog:
-    """Records the sink's callbacks; waiters wake on each one."""
-
-    def __init__(self) -> None:
-        self.added: list[trio.abc.SendStream] = []
-        self.removed: list[tuple[trio.abc.SendStream, ClientStatus]] = []
-        self.socket_removed: list[trio.abc.SendStream] = []
-        self.messages: list[tuple[trio.abc.SendStream, bytes]] = []
-        self._changed = trio.Event()
-
-    def callbacks(self) -> dict[str, Callable[..., None]]:
-        return {
-            "on_client_added": self.on_client_added,
-            "on_client_removed": self.on_client_removed,
-            "on_client_socket_removed": self.on_client_socket_removed,
-            "on_message": self.on_message,
-        }
-
-    def _poke(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def on_client_added(self, stream: trio.abc.SendStream) -> None:
-        self.added.append(stream)
-        self._poke()
-
-    def on_client_removed(self, stream: trio.abc.SendStream, status: ClientStatus) -> None:
-        self.removed.append((stream, status))
-        self._poke()
-
-    def on_client_socket_removed(self, stream: trio.abc.SendStream) -> None:
-        self.socket_removed.append(stream)
-        self._poke()
-
-    def on_message(self, stream: trio.abc.SendStream, data: bytes) -> None:
-        self.messages.append((stream, data))
-        self._poke()
-
-    def status(self, stream: trio.abc.SendStream) -> ClientStatus | None:
-        found = [status for s, status in self.removed if s is stream]
-        assert len(found) <= 1, f"removed more than once: {found}"
-        return found[0] if found else None
-
-    def server_for(self, client: trio.SocketStream) -> trio.abc.SendStream:
-        """The served stream whose peer is ``client``."""
-        (stream,) = [s for s in self.added if peer_of(s) == name_of(client)]
-        return stream
-
-    async def wait_for(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-    async def wait_added(self, count: int) -> None:
-        await self.wait_for(lambda: len(self.added) >= count)
-
-    async def wait_removed(self, stream: trio.abc.SendStream) -> ClientStatus:
-        await self.wait_for(lambda: self.status(stream) is not None)
-        status = self.status(stream)
-        assert status is not None
-        return status
 
 
 def lag_of(sink: Sink, stream: trio.abc.SendStream) -> int:

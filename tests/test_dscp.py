@@ -9,7 +9,7 @@ import trio
 import trio.testing
 from conftest import (
     TLS,
-    CallbackLog,
+    Events,
     connect,
     serving,
     tcp_pair,
@@ -26,18 +26,18 @@ def _tos(stream: trio.abc.SendStream) -> int:
 
 
 async def test_qos_dscp_sets_ip_tos_on_served_sockets() -> None:
-    log = CallbackLog()
+    events = Events()
     with trio.fail_after(10):
-        async with Sink(qos_dscp=46, **log.callbacks()) as sink, serving(sink.serve) as port:
+        async with Sink(qos_dscp=46, **events.callbacks()) as sink, serving(sink.serve) as port:
             first = await connect(port)
-            await log.wait_added(1)
-            assert _tos(log.added[0]) == 46 << 2
+            await events.wait_added(1)
+            assert _tos(events.added[0]) == 46 << 2
             # an assignment restamps the clients already served, and later ones
             sink.qos_dscp = 10
-            assert _tos(log.added[0]) == 10 << 2
+            assert _tos(events.added[0]) == 10 << 2
             second = await connect(port)
-            await log.wait_added(2)
-            assert _tos(log.added[1]) == 10 << 2
+            await events.wait_added(2)
+            assert _tos(events.added[1]) == 10 << 2
             await first.aclose()
             await second.aclose()
 

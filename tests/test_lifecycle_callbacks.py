@@ -10,8 +10,7 @@ import pytest
 import trio
 import trio.testing
 from conftest import (
-    CallbackLog,
-    Events,
+        Events,
     RecordingStream,
     b,
     bs,
@@ -30,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("no_spin")
 async def test_duplicate_add_reports_duplicate_and_keeps_the_first() -> None:
     with trio.fail_after(5):
         events = Events()
-        async with Sink(**events.callbacks) as sink:
+        async with Sink(**events.callbacks()) as sink:
             h = RecordingStream()
             sink.add(h)
             sink.add(h)
@@ -55,7 +54,7 @@ async def test_duplicate_serve_returns_duplicate() -> None:
 async def test_add_and_send_outside_the_block_are_refused() -> None:
     with trio.fail_after(5):
         events = Events()
-        sink = Sink(**events.callbacks)
+        sink = Sink(**events.callbacks())
         a = RecordingStream()
         with pytest.raises((trio.ClosedResourceError, RuntimeError)):
             sink.add(a)
@@ -76,11 +75,12 @@ async def test_added_always_precedes_removed() -> None:
     with trio.fail_after(5):
         events = Events()
         sink = Sink(
-            on_client_removed=events.removed, on_client_socket_removed=events.socket_removed,
+            on_client_removed=events.on_client_removed,
+            on_client_socket_removed=events.on_client_socket_removed,
         )
 
         def added(stream: Any) -> None:
-            events.added(stream)
+            events.on_client_added(stream)
             sink.remove(stream)
 
         sink.on_client_added = added
@@ -93,17 +93,17 @@ async def test_added_always_precedes_removed() -> None:
 
 
 async def test_serve_returns_the_final_status_and_leaves_the_stream_open() -> None:
-    log = CallbackLog()
+    events = Events()
     server, client = await tcp_pair()
     statuses: list[ClientStatus] = []
     with trio.fail_after(10):
-        async with Sink(**log.callbacks()) as sink, trio.open_nursery() as nursery:
+        async with Sink(**events.callbacks()) as sink, trio.open_nursery() as nursery:
 
             async def serve() -> None:
                 statuses.append(await sink.serve(server))
 
             nursery.start_soon(serve)
-            await log.wait_added(1)
+            await events.wait_added(1)
             await sink.send(b"data")
             assert await read_exactly(client, 4) == b"data"
             sink.remove(server)
@@ -116,10 +116,10 @@ async def test_serve_returns_the_final_status_and_leaves_the_stream_open() -> No
 
 
 async def test_cancelling_serve_removes_the_client_and_leaves_the_stream_open() -> None:
-    log = CallbackLog()
+    events = Events()
     server, client = await tcp_pair()
     with trio.fail_after(10):
-        async with Sink(**log.callbacks()) as sink, trio.open_nursery() as nursery:
+        async with Sink(**events.callbacks()) as sink, trio.open_nursery() as nursery:
             scope = trio.CancelScope()
 
             async def serve() -> None:
@@ -127,14 +127,14 @@ async def test_cancelling_serve_removes_the_client_and_leaves_the_stream_open() 
                     await sink.serve(server)
 
             nursery.start_soon(serve)
-            await log.wait_added(1)
+            await events.wait_added(1)
             await sink.send(b"before")
             assert await read_exactly(client, 6) == b"before"
             scope.cancel()
-            assert await log.wait_removed(server) == ClientStatus.REMOVED
+            assert await events.wait_removed(server) == ClientStatus.REMOVED
             assert sink.num_handles == 0
             assert sink.get_stats(server) is None
-            await log.wait_for(lambda: log.socket_removed == [server])
+            await events.wait_for(lambda: events.socket_removed == [server])
             await sink.send(b"not for the removed client")
             assert server.socket.fileno() != -1
             await server.send_all(b"mine")
@@ -144,22 +144,22 @@ async def test_cancelling_serve_removes_the_client_and_leaves_the_stream_open() 
 
 
 async def test_sink_never_closes_a_stream_it_was_given() -> None:
-    log = CallbackLog()
+    events = Events()
     pairs = [await tcp_pair() for _ in range(3)]
     open_in_callback: list[bool] = []
 
     def on_socket_removed(stream: trio.abc.SendStream) -> None:
         assert isinstance(stream, trio.SocketStream)
         open_in_callback.append(stream.socket.fileno() != -1)
-        log.on_client_socket_removed(stream)
+        events.on_client_socket_removed(stream)
 
     with trio.fail_after(10):
-        async with Sink(**{**log.callbacks(),
+        async with Sink(**{**events.callbacks(),
                         "on_client_socket_removed": on_socket_removed}) as sink:
             for server, _ in pairs:
                 sink.add(server)
             sink.remove(pairs[0][0])  # removed by hand; the others as the block is left
-        assert [status for _, status in log.removed] == [ClientStatus.REMOVED] * 3
+        assert [status for _, status in events.removed] == [ClientStatus.REMOVED] * 3
         assert open_in_callback == [True] * 3
         for server, client in pairs:
             assert server.socket.fileno() != -1

@@ -19,8 +19,7 @@ import trio.testing
 from conftest import (
     ADDED,
     Address,
-    CallbackLog,
-    Events,
+        Events,
     RecordingStream,
     b,
     bs,
@@ -69,7 +68,7 @@ async def test_soft_limit_recovery_policies_on_the_worked_example(
     soft-limit k0 k4 d5 d6 d7 / 3)."""
     with trio.fail_after(5):
         events = Events()
-        async with Sink(**events.callbacks, buffers_soft_max=3, recover_policy=policy) as sink:
+        async with Sink(**events.callbacks(), buffers_soft_max=3, recover_policy=policy) as sink:
             f, s = RecordingStream(), RecordingStream(stalled=True)
             sink.add(f)
             sink.add(s)
@@ -112,7 +111,7 @@ async def test_hard_limit_on_the_worked_example_removes_the_client_slow() -> Non
     buffer after k0."""
     with trio.fail_after(5):
         events = Events()
-        async with Sink(**events.callbacks, buffers_max=5) as sink:
+        async with Sink(**events.callbacks(), buffers_max=5) as sink:
             f, s = RecordingStream(), RecordingStream(stalled=True)
             sink.add(f)
             sink.add(s)
@@ -131,7 +130,7 @@ async def test_hard_limit_removes_inside_the_send_that_crosses_it(limit: str) ->
     """Removed SLOW inside the send of the sixth buffer after b0, not the fifth."""
     with trio.fail_after(5):
         events = Events()
-        async with Sink(**events.callbacks, **{limit: 5}) as sink:
+        async with Sink(**events.callbacks(), **{limit: 5}) as sink:
             f, s = RecordingStream(), RecordingStream(stalled=True)
             sink.add(f)
             sink.add(s)
@@ -165,7 +164,7 @@ async def test_buffers_limits_count_buffers_whatever_the_unit_format(
     with trio.fail_after(5):
         events = Events()
         async with Sink(
-            **events.callbacks, unit_format=Format.BYTES, buffers_max=buffers_max,
+            **events.callbacks(), unit_format=Format.BYTES, buffers_max=buffers_max,
             units_max=units_max,
         ) as sink:
             s = RecordingStream(stalled=True)
@@ -213,7 +212,7 @@ async def test_hard_limit_in_time_is_the_pts_span_of_waiting_buffers(
     with trio.fail_after(5):
         events = Events()
         async with Sink(
-            **events.callbacks, sync=False, unit_format=Format.TIME, units_max=units_max,
+            **events.callbacks(), sync=False, unit_format=Format.TIME, units_max=units_max,
         ) as sink:
             s = RecordingStream(stalled=True)
             sink.add(s)
@@ -233,7 +232,7 @@ async def test_socket_backlog_shows_as_lag_and_meets_the_hard_limit() -> None:
         events = Events()
         server, peer = socket_stream_pair()
         chunk = 64 * 1024
-        async with Sink(**events.callbacks, buffers_max=5) as sink:
+        async with Sink(**events.callbacks(), buffers_max=5) as sink:
             sink.add(server)
             n = 0
             while stats(sink, server).lag_buffers == 0:  # fill the socket
@@ -267,12 +266,12 @@ async def _small_send_buffer(sink: Sink, served: dict[Address, ClientStatus],
 
 
 async def test_client_that_never_reads_is_removed_slow_and_others_get_everything() -> None:
-    log = CallbackLog()
+    events = Events()
     served: dict[Address, ClientStatus] = {}
     received: dict[Address, bytes] = {}
     frames = [seq_frame(seq, _BIG) for seq in range(_FRAMES)]
     with trio.fail_after(60):
-        async with Sink(buffers_max=4, **log.callbacks()) as sink:
+        async with Sink(buffers_max=4, **events.callbacks()) as sink:
             async with (
                 serving(partial(_small_send_buffer, sink, served)) as port,
                 trio.open_nursery() as readers,
@@ -281,15 +280,15 @@ async def test_client_that_never_reads_is_removed_slow_and_others_get_everything
                     readers.start_soon(read_client_to_eof, port, received)
                 stalled = await connect(port, rcvbuf=4096)  # and never read
                 stalled_name = name_of(stalled)
-                await log.wait_added(4)
-                stalled_server = log.server_for(stalled)
-                fast = [s for s in log.added if s is not stalled_server]
+                await events.wait_added(4)
+                stalled_server = events.server_for(stalled)
+                fast = [s for s in events.added if s is not stalled_server]
 
                 await send_keeping_up(sink, fast, frames)
 
-                assert log.status(stalled_server) == ClientStatus.SLOW
+                assert events.status(stalled_server) == ClientStatus.SLOW
                 assert sink.get_stats(stalled_server) is None
-                assert [log.status(s) for s in fast] == [None] * 3
+                assert [events.status(s) for s in fast] == [None] * 3
                 assert sink.num_handles == 3
                 for stream in fast:
                     sink.remove_flush(stream)
@@ -308,14 +307,14 @@ async def test_client_that_never_reads_is_removed_slow_and_others_get_everything
 async def test_client_that_never_reads_is_resynced_and_others_get_everything(
     policy: RecoverPolicy,
 ) -> None:
-    log = CallbackLog()
+    events = Events()
     served: dict[Address, ClientStatus] = {}
     received: dict[Address, bytes] = {}
     # a keyframe every 4 buffers
     frames = [Buffer(seq_frame(seq, _BIG), delta_unit=seq % 4 != 0) for seq in range(_FRAMES)]
     with trio.fail_after(60):
         async with (
-            Sink(buffers_soft_max=3, recover_policy=policy, **log.callbacks()) as sink,
+            Sink(buffers_soft_max=3, recover_policy=policy, **events.callbacks()) as sink,
             serving(partial(_small_send_buffer, sink, served)) as port,
             trio.open_nursery() as readers,
         ):
@@ -323,9 +322,9 @@ async def test_client_that_never_reads_is_resynced_and_others_get_everything(
                 readers.start_soon(read_client_to_eof, port, received)
             stalled = await connect(port, rcvbuf=4096)
             stalled_name = name_of(stalled)
-            await log.wait_added(4)
-            stalled_server = log.server_for(stalled)
-            fast = [s for s in log.added if s is not stalled_server]
+            await events.wait_added(4)
+            stalled_server = events.server_for(stalled)
+            fast = [s for s in events.added if s is not stalled_server]
 
             await send_keeping_up(sink, fast, frames)
 
@@ -339,7 +338,7 @@ async def test_client_that_never_reads_is_resynced_and_others_get_everything(
                 assert fast_stats.buffers_dropped == 0
             # now the stalled client reads what it was left with
             async with stalled:
-                for stream in log.added:
+                for stream in events.added:
                     sink.remove_flush(stream)
                 late = await read_all(stalled)
 

@@ -13,8 +13,7 @@ import trio.testing
 from conftest import (
     ADDED,
     Address,
-    CallbackLog,
-    Events,
+        Events,
     RecordingStream,
     b,
     bs,
@@ -41,7 +40,7 @@ async def test_peer_close_is_a_closed_removal_and_leaves_the_stream_open() -> No
     with trio.fail_after(5):
         events = Events()
         server, peer = socket_stream_pair()
-        async with Sink(**events.callbacks) as sink:
+        async with Sink(**events.callbacks()) as sink:
             sink.add(server)
             await sink.send(b(0))
             assert await read_exactly(peer, 10) == bs(0)
@@ -64,7 +63,7 @@ async def test_write_failure_is_a_removal_never_an_exception(
 ) -> None:
     with trio.fail_after(5):
         events = Events()
-        async with Sink(**events.callbacks) as sink:
+        async with Sink(**events.callbacks()) as sink:
             bad, good = RecordingStream(fail=failure), RecordingStream()
             sink.add(bad)
             sink.add(good)
@@ -78,12 +77,12 @@ async def test_write_failure_is_a_removal_never_an_exception(
 
 
 async def test_peer_that_closes_is_removed_closed_and_the_others_are_served() -> None:
-    log = CallbackLog()
+    events = Events()
     served: dict[Address, ClientStatus] = {}
     frames = [seq_frame(seq, 100 + seq) for seq in range(10)]
 
     with trio.fail_after(10):
-        async with Sink(**log.callbacks()) as sink:
+        async with Sink(**events.callbacks()) as sink:
 
             async def handler(stream: trio.SocketStream) -> None:
                 served[peer_of(stream)] = await sink.serve(stream)
@@ -91,44 +90,44 @@ async def test_peer_that_closes_is_removed_closed_and_the_others_are_served() ->
             async with serving(handler) as port:
                 quitter = await connect(port)
                 stayer = await connect(port)
-                await log.wait_added(2)
-                quitter_server = log.server_for(quitter)
-                stayer_server = log.server_for(stayer)
+                await events.wait_added(2)
+                quitter_server = events.server_for(quitter)
+                stayer_server = events.server_for(stayer)
                 quitter_name = name_of(quitter)
                 await quitter.aclose()
 
-                assert await log.wait_removed(quitter_server) == ClientStatus.CLOSED
-                assert log.socket_removed == [quitter_server]
+                assert await events.wait_removed(quitter_server) == ClientStatus.CLOSED
+                assert events.socket_removed == [quitter_server]
                 await poll_until(lambda: quitter_name in served)
                 assert served[quitter_name] == ClientStatus.CLOSED
 
                 for data in frames:
                     await sink.send(data)
                 assert await read_exactly(stayer, sum(map(len, frames))) == b"".join(frames)
-                assert log.status(stayer_server) is None
+                assert events.status(stayer_server) is None
                 assert sink.num_handles == 1
                 await stayer.aclose()
-                assert await log.wait_removed(stayer_server) == ClientStatus.CLOSED
+                assert await events.wait_removed(stayer_server) == ClientStatus.CLOSED
 
 
 async def test_peer_reset_while_writing_is_removed_closed() -> None:
     """Without reading, the writer itself sees the reset (ECONNRESET / EPIPE)."""
-    log = CallbackLog()
+    events = Events()
     server, client = await tcp_pair()
     other_server, other_client = await tcp_pair()
     with trio.fail_after(10):
-        async with Sink(handle_read=False, **log.callbacks()) as sink:
+        async with Sink(handle_read=False, **events.callbacks()) as sink:
             sink.add(server)
             sink.add(other_server)
             # SO_LINGER 0: close() sends RST
             client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             await client.aclose()
             sent = 0
-            while log.status(server) is None:
+            while events.status(server) is None:
                 await sink.send(seq_frame(sent, 1000))
                 sent += 1
                 await poll_until(lambda: lag_of(sink, other_server) == 0)
-            assert log.status(server) == ClientStatus.CLOSED
+            assert events.status(server) == ClientStatus.CLOSED
             expected = b"".join(seq_frame(seq, 1000) for seq in range(sent))
             assert await read_exactly(other_client, len(expected)) == expected
             assert sink.num_handles == 1
@@ -166,17 +165,17 @@ class FailingStream(trio.abc.SendStream):
 async def test_stream_raising_in_send_all_is_removed_error_and_the_sink_keeps_running(
     error: Exception,
 ) -> None:
-    log = CallbackLog()
+    events = Events()
     failing = FailingStream(error)
     server, client = await tcp_pair()
     frames = [seq_frame(seq, 500) for seq in range(6)]
     with trio.fail_after(10):
-        async with Sink(**log.callbacks()) as sink:
+        async with Sink(**events.callbacks()) as sink:
             sink.add(failing)
             sink.add(server)
             for data in frames[:3]:
                 await sink.send(data)
-            assert await log.wait_removed(failing) == ClientStatus.ERROR
+            assert await events.wait_removed(failing) == ClientStatus.ERROR
             assert failing.attempts == 1
             for data in frames[3:]:
                 await sink.send(data)
@@ -188,7 +187,7 @@ async def test_stream_raising_in_send_all_is_removed_error_and_the_sink_keeps_ru
             assert sink.num_handles == 2
     # leaving the block normally raised nothing; the sink closed no stream
     assert not failing.closed
-    assert log.socket_removed.count(failing) == 1
+    assert events.socket_removed.count(failing) == 1
     for stream in (server, client, late_server, late_client):
         await stream.aclose()
 
@@ -209,7 +208,7 @@ async def test_serve_of_a_failing_stream_returns_error() -> None:
 
 
 async def test_raising_callback_removes_its_client_with_error_only() -> None:
-    log = CallbackLog()
+    events = Events()
     victim, victim_client = await tcp_pair()
     server, client = await tcp_pair()
 
@@ -219,13 +218,13 @@ async def test_raising_callback_removes_its_client_with_error_only() -> None:
 
     with trio.fail_after(10):
         async with Sink(send_dispatched=True, on_dispatched=on_dispatched,
-                        **log.callbacks()) as sink:
+                        **events.callbacks()) as sink:
             sink.add(victim)
             sink.add(server)
             await sink.send(b"one")
-            assert await log.wait_removed(victim) == ClientStatus.ERROR
+            assert await events.wait_removed(victim) == ClientStatus.ERROR
             await sink.send(b"two")
             assert await read_exactly(client, 6) == b"onetwo"
-            assert log.status(server) is None
+            assert events.status(server) is None
     for stream in (victim, victim_client, server, client):
         await stream.aclose()

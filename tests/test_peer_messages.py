@@ -8,8 +8,7 @@ import trio
 import trio.testing
 from conftest import (
     ADDED,
-    CallbackLog,
-    Events,
+        Events,
     b,
     bs,
     connect,
@@ -28,10 +27,7 @@ pytestmark = pytest.mark.usefixtures("no_spin")
 async def test_peer_data_is_discarded_or_reported_and_peer_close_is_closed() -> None:
     with trio.fail_after(5):
         events = Events()
-        messages: list[tuple[object, bytes]] = []
-        async with Sink(
-            **events.callbacks, on_message=lambda s, d: messages.append((s, d)),
-        ) as sink, trio.open_nursery() as nursery:
+        async with Sink(**events.callbacks()) as sink, trio.open_nursery() as nursery:
             client, peer = trio.testing.memory_stream_pair()
             statuses: list[ClientStatus] = []
 
@@ -43,14 +39,14 @@ async def test_peer_data_is_discarded_or_reported_and_peer_close_is_closed() -> 
             assert sink.num_handles == 1
             await peer.send_all(b"hello")
             await settle()
-            assert messages == []  # discarded
+            assert events.messages == []  # discarded
             assert events.of(client) == ADDED
             await sink.send(b(0))
             assert await read_exactly(peer, 10) == bs(0)
             sink.send_messages = True
             await peer.send_all(b"again")
             await settle()
-            assert messages == [(client, b"again")]
+            assert events.messages == [(client, b"again")]
             assert events.of(client) == ADDED
             await peer.aclose()
             await settle()
@@ -60,46 +56,46 @@ async def test_peer_data_is_discarded_or_reported_and_peer_close_is_closed() -> 
 
 
 async def test_bytes_a_peer_writes_are_reported_through_on_message() -> None:
-    log = CallbackLog()
+    events = Events()
     with trio.fail_after(10):
         async with (
-            Sink(send_messages=True, **log.callbacks()) as sink,
+            Sink(send_messages=True, **events.callbacks()) as sink,
             serving(sink.serve) as port,
         ):
             client = await connect(port)
-            await log.wait_added(1)
-            server = log.added[0]
+            await events.wait_added(1)
+            server = events.added[0]
             await client.send_all(b"hello ")
             await client.send_all(b"sink")
-            await log.wait_for(lambda: sum(len(d) for _, d in log.messages) >= 10)
-            assert all(stream is server for stream, _ in log.messages)
-            assert all(type(data) is bytes for _, data in log.messages)
-            assert b"".join(d for _, d in log.messages) == b"hello sink"
+            await events.wait_for(lambda: sum(len(d) for _, d in events.messages) >= 10)
+            assert all(stream is server for stream, _ in events.messages)
+            assert all(type(data) is bytes for _, data in events.messages)
+            assert b"".join(d for _, d in events.messages) == b"hello sink"
             # the peer closing, with nothing ever sent to it, is seen
             await client.aclose()
-            assert await log.wait_removed(server) == ClientStatus.CLOSED
+            assert await events.wait_removed(server) == ClientStatus.CLOSED
 
 
 async def test_bytes_a_peer_writes_are_discarded_without_send_messages() -> None:
-    log = CallbackLog()
+    events = Events()
     with trio.fail_after(10):
-        async with Sink(**log.callbacks()) as sink, serving(sink.serve) as port:
+        async with Sink(**events.callbacks()) as sink, serving(sink.serve) as port:
             client = await connect(port)
-            await log.wait_added(1)
+            await events.wait_added(1)
             await client.send_all(b"ignored")
             await client.aclose()
             # the data was read before the EOF that removed the client
-            assert await log.wait_removed(log.added[0]) == ClientStatus.CLOSED
-            assert log.messages == []
+            assert await events.wait_removed(events.added[0]) == ClientStatus.CLOSED
+            assert events.messages == []
 
 
 async def test_peer_half_close_is_seen_as_closed_with_handle_read() -> None:
-    log = CallbackLog()
+    events = Events()
     server, client = await tcp_pair()
     with trio.fail_after(10):
-        async with Sink(**log.callbacks()) as sink:
+        async with Sink(**events.callbacks()) as sink:
             sink.add(server)
             await client.send_eof()
-            assert await log.wait_removed(server) == ClientStatus.CLOSED
+            assert await events.wait_removed(server) == ClientStatus.CLOSED
     await server.aclose()
     await client.aclose()

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("no_spin")
 async def test_latest_client_gets_every_buffer_sent_after_its_add() -> None:
     with trio.fail_after(5):
         events = Events()
-        async with Sink(**events.callbacks) as sink:
+        async with Sink(**events.callbacks()) as sink:
             a, c = RecordingStream(), RecordingStream()
             sink.add(a)
             await sink.send(b(0))
@@ -77,7 +77,7 @@ async def test_burst_in_bytes_starts_where_the_minimum_is_reached_within_the_max
     with trio.fail_after(5):
         events = Events()
         async with Sink(
-            **events.callbacks,
+            **events.callbacks(),
             bytes_min=45,
             sync_method=SyncMethod.BURST,
             burst_format=Format.BYTES,

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("no_spin")
 async def test_remove_is_immediate_cuts_the_write_and_is_idempotent() -> None:
     with trio.fail_after(5):
         events = Events()
-        async with Sink(**events.callbacks) as sink:
+        async with Sink(**events.callbacks()) as sink:
             a, f = RecordingStream(stalled=True), RecordingStream()
             sink.add(a)
             sink.add(f)
@@ -50,7 +50,7 @@ async def test_remove_right_after_add() -> None:
     """A client removed before its task ever ran."""
     with trio.fail_after(5):
         events = Events()
-        async with Sink(**events.callbacks) as sink:
+        async with Sink(**events.callbacks()) as sink:
             a = RecordingStream()
             sink.add(a)
             sink.remove(a)
@@ -65,7 +65,7 @@ async def test_remove_right_after_add() -> None:
 async def test_clear_removes_every_client() -> None:
     with trio.fail_after(5):
         events = Events()
-        async with Sink(**events.callbacks) as sink:
+        async with Sink(**events.callbacks()) as sink:
             a, s = RecordingStream(), RecordingStream(stalled=True)
             sink.add(a)
             sink.add(s)

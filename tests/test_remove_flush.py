@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("no_spin")
 async def test_remove_flush_sends_what_was_queued_and_nothing_later() -> None:
     with trio.fail_after(5):
         events = Events()
-        async with Sink(**events.callbacks) as sink:
+        async with Sink(**events.callbacks()) as sink:
             a = RecordingStream()
             sink.add(a)
             await sink.send(b(0))
@@ -52,7 +52,7 @@ async def test_remove_flush_sends_what_was_queued_and_nothing_later() -> None:
 async def test_remove_flush_finishes_the_buffer_being_written() -> None:
     with trio.fail_after(5):
         events = Events()
-        async with Sink(**events.callbacks) as sink:
+        async with Sink(**events.callbacks()) as sink:
             a = RecordingStream(stalled=True)
             sink.add(a)
             await sink.send(b(0))
@@ -71,7 +71,7 @@ async def test_timeout_still_applies_while_flushing(
 ) -> None:
     with trio.fail_after(60):
         events = Events()
-        async with Sink(**events.callbacks, timeout=0.5) as sink:
+        async with Sink(**events.callbacks(), timeout=0.5) as sink:
             a = RecordingStream(stalled=True)
             sink.add(a)
             await sink.send(b(0))
@@ -87,7 +87,7 @@ async def test_remove_flush_of_a_caught_up_client_removes_at_once() -> None:
     """Q7 fixed (GStreamer waits for the next push and withholds it)."""
     with trio.fail_after(5):
         events = Events()
-        async with Sink(**events.callbacks) as sink:
+        async with Sink(**events.callbacks()) as sink:
             a = RecordingStream()
             sink.add(a)
             await sink.send(b(0))
@@ -104,7 +104,7 @@ async def test_remove_overrides_a_pending_remove_flush() -> None:
     """Q21 fixed: remove during a pending remove_flush removes at once."""
     with trio.fail_after(5):
         events = Events()
-        async with Sink(**events.callbacks) as sink:
+        async with Sink(**events.callbacks()) as sink:
             a = RecordingStream(stalled=True)
             sink.add(a)
             await sink.send(b(0))

@@ -8,8 +8,7 @@ import trio
 import trio.testing
 from conftest import (
     ADDED,
-    CallbackLog,
-    Events,
+        Events,
     RecordingStream,
     b,
     bs,
@@ -34,7 +33,7 @@ async def test_leaving_the_block_lingers_then_removes_everyone(
     with trio.fail_after(60):
         events = Events()
         a, s = RecordingStream(), RecordingStream(stalled=True)
-        async with Sink(**events.callbacks, linger=5.0) as sink:
+        async with Sink(**events.callbacks(), linger=5.0) as sink:
             sink.add(a)
             sink.add(s)
             for n in range(3):
@@ -65,7 +64,7 @@ async def test_leaving_the_block_ends_when_clients_drain_within_linger(
             s.unstall()
 
         async with trio.open_nursery() as nursery:
-            async with Sink(**events.callbacks, linger=5.0) as sink:
+            async with Sink(**events.callbacks(), linger=5.0) as sink:
                 sink.add(s)
                 for n in range(3):
                     await sink.send(b(n))
@@ -85,7 +84,7 @@ async def test_an_exception_in_the_block_skips_the_linger(
         events = Events()
         a, s = RecordingStream(), RecordingStream(stalled=True)
         with pytest.RaisesGroup(KeyError, allow_unwrapped=True, flatten_subgroups=True):
-            async with Sink(**events.callbacks, linger=5.0) as sink:
+            async with Sink(**events.callbacks(), linger=5.0) as sink:
                 sink.add(a)
                 sink.add(s)
                 for n in range(3):
@@ -109,7 +108,7 @@ async def test_cancelling_the_block_skips_the_linger(
         events = Events()
         s = RecordingStream(stalled=True)
         with trio.move_on_after(1):
-            async with Sink(**events.callbacks, linger=5.0) as sink:
+            async with Sink(**events.callbacks(), linger=5.0) as sink:
                 sink.add(s)
                 await sink.send(b(0))
                 await sink.send(b(1))
@@ -122,7 +121,7 @@ async def test_cancelling_the_block_skips_the_linger(
 async def test_aclose_is_leaving_the_block(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(60):
         events = Events()
-        sink = Sink(**events.callbacks, linger=2)
+        sink = Sink(**events.callbacks(), linger=2)
         async with sink:
             s = RecordingStream(stalled=True)
             sink.add(s)
@@ -143,7 +142,7 @@ async def test_after_the_last_buffer_clients_stay_and_drain(
     registered and still receive what is queued."""
     with trio.fail_after(600):
         events = Events()
-        async with Sink(**events.callbacks) as sink:
+        async with Sink(**events.callbacks()) as sink:
             s = RecordingStream(stalled=True)
             sink.add(s)
             for n in range(3):
@@ -160,7 +159,7 @@ async def test_after_the_last_buffer_clients_stay_and_drain(
 
 
 async def test_leaving_the_block_normally_lets_a_slow_reader_get_what_is_queued() -> None:
-    log = CallbackLog()
+    events = Events()
     server, client = await tcp_pair(rcvbuf=4096, sndbuf=8192)
     frames = [seq_frame(seq, 64 * 1024) for seq in range(20)]
     expected = b"".join(frames)
@@ -176,14 +175,14 @@ async def test_leaving_the_block_normally_lets_a_slow_reader_get_what_is_queued(
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(slow_reader)
-            async with Sink(**log.callbacks()) as sink:
+            async with Sink(**events.callbacks()) as sink:
                 sink.add(server)
                 for data in frames:
                     await sink.send(data)
                 assert lag_of(sink, server) > 0
                 go.set()  # reading starts only as the block is left
-            assert log.removed == [(server, ClientStatus.REMOVED)]
-            assert log.socket_removed == [server]
+            assert events.removed == [(server, ClientStatus.REMOVED)]
+            assert events.socket_removed == [server]
     assert bytes(received) == expected
     await server.send_all(b"after")  # the sink left it open
     assert await read_exactly(client, 5) == b"after"
@@ -196,7 +195,7 @@ class _Boom(Exception):
 
 
 async def test_an_exception_in_the_block_removes_clients_at_once() -> None:
-    log = CallbackLog()
+    events = Events()
     server, client = await tcp_pair(rcvbuf=4096, sndbuf=8192)
     frames = [seq_frame(seq, 64 * 1024) for seq in range(20)]
     expected = b"".join(frames)
@@ -205,13 +204,13 @@ async def test_an_exception_in_the_block_removes_clients_at_once() -> None:
 
     def on_removed(stream: trio.abc.SendStream, status: ClientStatus) -> None:
         reading_at_removal.append(reading)
-        log.on_client_removed(stream, status)
+        events.on_client_removed(stream, status)
 
     caught = False
     with trio.fail_after(10):
         try:
             # no linger limit: only an immediate removal lets this block end
-            async with Sink(linger=-1, **{**log.callbacks(),
+            async with Sink(linger=-1, **{**events.callbacks(),
                             "on_client_removed": on_removed}) as sink:
                 sink.add(server)
                 for data in frames:
@@ -221,7 +220,7 @@ async def test_an_exception_in_the_block_removes_clients_at_once() -> None:
         except* _Boom:
             caught = True
     assert caught
-    assert log.removed == [(server, ClientStatus.REMOVED)]
+    assert events.removed == [(server, ClientStatus.REMOVED)]
     assert reading_at_removal == [False]
     reading = True
     await server.aclose()  # ours to close
@@ -235,13 +234,13 @@ async def test_an_exception_in_the_block_removes_clients_at_once() -> None:
 async def test_linger_expires_for_a_client_that_never_drains(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    log = CallbackLog()
+    events = Events()
     stalled = RecordingStream(stalled=True)
-    async with Sink(linger=5, **log.callbacks()) as sink:
+    async with Sink(linger=5, **events.callbacks()) as sink:
         sink.add(stalled)
         await sink.send(b"stuck")
         await sink.send(b"waiting")
         start = trio.current_time()
     assert trio.current_time() - start == pytest.approx(5)
-    assert log.removed == [(stalled, ClientStatus.REMOVED)]
-    assert log.socket_removed == [stalled]
+    assert events.removed == [(stalled, ClientStatus.REMOVED)]
+    assert events.socket_removed == [stalled]

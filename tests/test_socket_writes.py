@@ -17,7 +17,7 @@ import trio.testing
 from conftest import (
     LOCALHOST,
     Address,
-    CallbackLog,
+    Events,
     RecordingStream,
     b,
     bs,
@@ -42,14 +42,14 @@ pytestmark = pytest.mark.usefixtures("no_spin")
 
 
 async def test_hundred_tcp_clients_each_receive_what_was_sent_after_they_joined() -> None:
-    log = CallbackLog()
+    events = Events()
     sent: list[bytes] = []
     joined_at: dict[Address, int] = {}
     received: dict[Address, bytes] = {}
 
     def on_added(stream: trio.abc.SendStream) -> None:
         joined_at[peer_of(stream)] = len(sent)
-        log.on_client_added(stream)
+        events.on_client_added(stream)
 
     async def send_next(sink: Sink) -> None:
         seq = len(sent)
@@ -63,18 +63,18 @@ async def test_hundred_tcp_clients_each_receive_what_was_sent_after_they_joined(
 
     with trio.fail_after(60):
         async with (
-            Sink(**{**log.callbacks(), "on_client_added": on_added}) as sink,
+            Sink(**{**events.callbacks(), "on_client_added": on_added}) as sink,
             serving(sink.serve) as port,
             trio.open_nursery() as clients,
         ):
             for i in range(100):
                 clients.start_soon(client, port)
-                await log.wait_added(i + 1)
+                await events.wait_added(i + 1)
                 for _ in range(i % 3):
                     await send_next(sink)
             for _ in range(20):
                 await send_next(sink)
-            for stream in log.added:
+            for stream in events.added:
                 sink.remove_flush(stream)
         # the clients have read to EOF: serve returned and serve_tcp closed each stream
 
@@ -84,7 +84,7 @@ async def test_hundred_tcp_clients_each_receive_what_was_sent_after_they_joined(
         start = joined_at[address]
         assert parse_seq_frames(data) == list(range(start, len(sent))), address
         assert data == b"".join(sent[start:]), address
-    assert sorted(status for _, status in log.removed) == [ClientStatus.REMOVED] * 100
+    assert sorted(status for _, status in events.removed) == [ClientStatus.REMOVED] * 100
     assert sink.bytes_served == sum(len(data) for data in received.values())
 
 

@@ -8,8 +8,7 @@ import trio
 import trio.testing
 from conftest import (
     ADDED,
-    CallbackLog,
-    DelayedStream,
+        DelayedStream,
     Events,
     RecordingStream,
     SteppedStream,
@@ -35,7 +34,7 @@ async def test_timeout_never_removes_an_idle_client(
     """Q10 fixed (GStreamer kicks a prompt client of a stalled stream)."""
     with trio.fail_after(60):
         events = Events()
-        async with Sink(**events.callbacks, timeout=0.2) as sink:
+        async with Sink(**events.callbacks(), timeout=0.2) as sink:
             a = RecordingStream()
             sink.add(a)
             await trio.sleep(10)
@@ -54,7 +53,7 @@ async def test_timeout_never_removes_a_client_waiting_for_a_keyframe(
     with trio.fail_after(60):
         events = Events()
         async with Sink(
-            **events.callbacks, timeout=0.2, sync_method=SyncMethod.NEXT_KEYFRAME,
+            **events.callbacks(), timeout=0.2, sync_method=SyncMethod.NEXT_KEYFRAME,
         ) as sink:
             a = RecordingStream()
             sink.add(a)
@@ -71,7 +70,7 @@ async def test_timeout_removes_a_client_without_write_progress_slow(
 ) -> None:
     with trio.fail_after(60):
         events = Events()
-        async with Sink(**events.callbacks, timeout=0.2) as sink:
+        async with Sink(**events.callbacks(), timeout=0.2) as sink:
             f, s = RecordingStream(), RecordingStream(stalled=True)
             sink.add(f)
             sink.add(s)
@@ -94,7 +93,7 @@ async def test_timeout_spares_a_client_that_completes_writes_in_time(
 ) -> None:
     with trio.fail_after(60):
         events = Events()
-        async with Sink(**events.callbacks, timeout=0.2) as sink:
+        async with Sink(**events.callbacks(), timeout=0.2) as sink:
             s = SteppedStream()
             sink.add(s)
             for n in range(5):
@@ -113,7 +112,7 @@ async def test_socket_without_progress_meets_the_timeout(
     with trio.fail_after(60):
         events = Events()
         server, peer = socket_stream_pair()
-        async with Sink(**events.callbacks, timeout=0.5) as sink:
+        async with Sink(**events.callbacks(), timeout=0.5) as sink:
             sink.add(server)
             for n in range(40):  # 2.5 MiB: more than any socket buffer
                 await sink.send(b(n, 64 * 1024))
@@ -128,47 +127,47 @@ async def test_socket_without_progress_meets_the_timeout(
 async def test_timeout_removes_a_stalled_client_but_never_an_idle_one(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    log = CallbackLog()
+    events = Events()
     removed_at: list[float] = []
 
     def on_removed(stream: trio.abc.SendStream, status: ClientStatus) -> None:
         removed_at.append(trio.current_time())
-        log.on_client_removed(stream, status)
+        events.on_client_removed(stream, status)
 
     stalled = RecordingStream(stalled=True)
     healthy = RecordingStream()
     idle = RecordingStream()
-    async with Sink(timeout=3, **{**log.callbacks(), "on_client_removed": on_removed}) as sink:
+    async with Sink(timeout=3, **{**events.callbacks(), "on_client_removed": on_removed}) as sink:
         sink.add(stalled)
         sink.add(healthy)
         start = trio.current_time()
         await sink.send(b"frame")
         sink.add(idle)  # after the send: it has nothing to write
         await trio.sleep(2.9)
-        assert log.removed == []
+        assert events.removed == []
         await trio.sleep(0.2)
-        assert log.removed == [(stalled, ClientStatus.SLOW)]
+        assert events.removed == [(stalled, ClientStatus.SLOW)]
         assert removed_at[0] - start == pytest.approx(3)
         await trio.sleep(1000)
-        assert log.removed == [(stalled, ClientStatus.SLOW)]
+        assert events.removed == [(stalled, ClientStatus.SLOW)]
         assert healthy.data == b"frame"
         # after a long idle stretch, new data is not a stall
         await sink.send(b"late")
         await settle()
         assert idle.data == b"late"
         assert healthy.data == b"framelate"
-        assert log.removed == [(stalled, ClientStatus.SLOW)]
+        assert events.removed == [(stalled, ClientStatus.SLOW)]
 
 
 async def test_timeout_does_not_remove_a_client_that_progresses_slowly(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    log = CallbackLog()
+    events = Events()
     paced = DelayedStream(delay=2)
-    async with Sink(timeout=3, **log.callbacks()) as sink:
+    async with Sink(timeout=3, **events.callbacks()) as sink:
         sink.add(paced)
         for i in range(5):
             await sink.send(b"%d" % i)
         await trio.sleep(20)  # 10 s of writing in all, never 3 s without progress
         assert paced.writes == [b"0", b"1", b"2", b"3", b"4"]
-        assert log.removed == []
+        assert events.removed == []

@@ -9,7 +9,7 @@ from conftest import (
     LOCALHOST,
     TLS,
     Address,
-    CallbackLog,
+    Events,
     name_of,
     parse_seq_frames,
     peer_of,
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("no_spin")
 
 
 async def test_tls_clients_receive_exact_bytes(tls: TLS) -> None:
-    log = CallbackLog()
+    events = Events()
     sent: list[Buffer] = []
     joined_at: dict[Address, int] = {}
     received: dict[Address, bytes] = {}
@@ -33,7 +33,7 @@ async def test_tls_clients_receive_exact_bytes(tls: TLS) -> None:
     def on_added(stream: trio.abc.SendStream) -> None:
         assert isinstance(stream, trio.SSLStream)
         joined_at[peer_of(stream)] = len(sent)
-        log.on_client_added(stream)
+        events.on_client_added(stream)
 
     async def send_next(sink: Sink) -> None:
         seq = len(sent)
@@ -49,7 +49,7 @@ async def test_tls_clients_receive_exact_bytes(tls: TLS) -> None:
             received[name_of(tcp)] = await read_all(stream)
 
     with trio.fail_after(30):
-        async with Sink(**{**log.callbacks(), "on_client_added": on_added}) as sink:
+        async with Sink(**{**events.callbacks(), "on_client_added": on_added}) as sink:
 
             async def handler(tcp: trio.SocketStream) -> None:
                 stream = trio.SSLStream(tcp, tls.server, server_side=True)
@@ -61,10 +61,10 @@ async def test_tls_clients_receive_exact_bytes(tls: TLS) -> None:
             async with serving(handler) as port, trio.open_nursery() as clients:
                 for i in range(5):
                     clients.start_soon(tls_client, port)
-                    await log.wait_added(i + 1)
+                    await events.wait_added(i + 1)
                     for _ in range(2):
                         await send_next(sink)
-                for stream in log.added:
+                for stream in events.added:
                     sink.remove_flush(stream)
 
     assert statuses == [ClientStatus.REMOVED] * 5
