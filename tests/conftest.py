@@ -458,7 +458,8 @@ class DelayedStream(trio.abc.SendStream):
 
 
 def amount(bufs: list[Buffer], fmt: Format, start: int, end: int) -> float:
-    """Buffers ``start .. end - 1`` measured as API.md §4 defines lag."""
+    """Buffers ``start .. end - 1`` measured as docs/semantics.rst ("The model:
+    one history, one cursor per client") defines lag, by brute force."""
     chosen = bufs[start:end]
     if fmt == Format.BYTES:
         return sum(len(b) for b in chosen)

@@ -56,7 +56,7 @@ def test_recover_keyframe_jumps_to_the_newest_keyframe() -> None:
 
 
 def test_streamheaders_go_first_and_are_resent_when_they_change() -> None:
-    # SPEC.md §20 scenarios 20 and 21, on the core.
+    # The worked example of docs/semantics.rst, "Streamheaders", on the core.
     history = History()
     hd1, head2 = Buffer(b"hd1", header=True), Buffer(b"head2", header=True)
     history.set_streamheader([hd1, head2])
@@ -102,8 +102,9 @@ def test_hard_limit_on_the_worked_example_removes_the_cursor() -> None:
 
 
 def test_a_client_with_a_pending_remove_flush_does_not_pin_history() -> None:
-    # API.md §4 Retention: "history keeps the largest of what any client still
-    # needs, ..."; remove_flush queues "nothing that arrives later". A client
+    # docs/semantics.rst, "Retention": history keeps what any client still
+    # needs; "Removal": remove_flush finishes what is already queued for the
+    # client, "nothing that arrives later". A client
     # whose remove-flush is pending while its stream is still blocked writing
     # its last buffer needs nothing from the history. (History.push once kept
     # everything from its flush_end: the history grew without bound, past

@@ -34,7 +34,7 @@ B = Format.BUFFERS
         (SyncMethod.BURST, Burst(B, 100, B, 3), 4),
         (SyncMethod.BURST, Burst(max_format=Format.BYTES, max_value=5), 7),  # newest alone over
         (SyncMethod.BURST_KEYFRAME, Burst(B, 2), 3),
-        (SyncMethod.BURST_KEYFRAME, Burst(B, 7), 0),  # may start at the oldest buffer (Q6)
+        (SyncMethod.BURST_KEYFRAME, Burst(B, 7), 0),  # may start at the oldest buffer (quirk Q6)
         (SyncMethod.BURST_KEYFRAME, Burst(B, 6, B, 6), 3),  # k0 over the max: next keyframe
         (SyncMethod.BURST_KEYFRAME, Burst(B, 2, B, 3), None),  # no keyframe fits: wait
         (SyncMethod.BURST_WITH_KEYFRAME, Burst(B, 2), 3),
@@ -62,8 +62,9 @@ def test_place_empty_and_keyframeless_history() -> None:
 
 
 def test_burst_in_buffers_reaches_a_fractional_minimum() -> None:
-    # API.md §4: BURST starts at "the newest start point whose data up to the
-    # newest buffer reaches the minimum (>=)". burst_value / add_full's
+    # docs/semantics.rst, "Placement: where a new client starts": BURST starts
+    # at "the newest start point whose data, up to the newest buffer, reaches
+    # the minimum", and a count of buffers may be fractional. burst_value / add_full's
     # min_value accept floats (check_amount), so 2.5 buffers needs 3 and 0.5
     # needs 1 (BufferLog.newest_start_reaching once truncated with int()).
     log = keyframe_log()

@@ -136,7 +136,7 @@ class Model:
     def keyframes(self) -> list[int]:
         return [s for s in range(self.low, self.next) if self.bufs[s].keyframe]
 
-    # -- placement (API.md §4, first bullet) --------------------------------
+    # -- placement (docs/semantics.rst, "Placement: where a new client starts")
     def burst_start(self, burst: Burst) -> int:
         low, end = self.low, self.next
         if end == low:
@@ -218,7 +218,7 @@ class Model:
         c.dropped += skipped
         c.ever_recovered = True
 
-    # -- retention (API.md §4, "Retention") -----------------------------------
+    # -- retention (docs/semantics.rst, "Retention") ---------------------------
     def retention_start(self) -> int:
         end = self.next
         keep = [end - 1]  # the newest buffer always stays
@@ -330,7 +330,7 @@ def amounts_for(fmt: Format) -> st.SearchStrategy[float]:
 
 
 def _ordered(soft: float, hard: float) -> tuple[float, float]:
-    # The Sink refuses a soft limit above its hard limit (API.md §3).
+    # The Sink refuses a soft limit above its hard limit (docs/semantics.rst, "Limits").
     if soft > 0 and hard > 0 and soft > hard:
         return hard, soft
     return soft, hard

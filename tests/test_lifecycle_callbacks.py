@@ -71,7 +71,7 @@ async def test_add_and_send_outside_the_block_are_refused() -> None:
 
 
 async def test_added_always_precedes_removed() -> None:
-    """Q22 fixed: even a client removed from inside on_client_added."""
+    """Quirk Q22 in docs/gstreamer.rst fixed: even a client removed from inside on_client_added."""
     with trio.fail_after(5):
         events = Events()
         sink = Sink(

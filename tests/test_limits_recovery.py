@@ -64,8 +64,9 @@ _WORKED = "d1 d2 d3 k4 d5 d6 d7"
 async def test_soft_limit_recovery_policies_on_the_worked_example(
     policy: RecoverPolicy, reads: str, dropped: int
 ) -> None:
-    """API.md §4 worked example (GStreamer: latest k0 d5 d6 d7 / 4,
-    soft-limit k0 k4 d5 d6 d7 / 3)."""
+    """The worked example of docs/semantics.rst, "Soft-limit recovery"
+    (GStreamer, quirks Q5, Q8 and Q9 in docs/gstreamer.rst: latest k0 d5 d6
+    d7 / 4, soft-limit k0 k4 d5 d6 d7 / 3)."""
     with trio.fail_after(5):
         events = Events()
         async with Sink(**events.callbacks(), buffers_soft_max=3, recover_policy=policy) as sink:
@@ -159,8 +160,9 @@ async def test_hard_limit_removes_inside_the_send_that_crosses_it(limit: str) ->
 async def test_buffers_limits_count_buffers_whatever_the_unit_format(
     buffers_max: int, units_max: int
 ) -> None:
-    """Q11 fixed: with unit_format BYTES, buffers_max still counts buffers and
-    both limits apply: the client goes when it waits 4 buffers (40 bytes)."""
+    """Quirk Q11 (docs/gstreamer.rst) fixed: with unit_format BYTES,
+    buffers_max still counts buffers and both limits apply: the client goes
+    when it waits 4 buffers (40 bytes)."""
     with trio.fail_after(5):
         events = Events()
         async with Sink(
@@ -179,8 +181,9 @@ async def test_buffers_limits_count_buffers_whatever_the_unit_format(
 
 
 async def test_soft_limit_in_bytes_is_exact() -> None:
-    """Exact (Q5 fixed): held at 30 bytes, 40 > 35; dropped grows by one per
-    push from the 4th push after b0 (GStreamer: held at 50 bytes)."""
+    """Exact (quirk Q5 in docs/gstreamer.rst fixed): held at 30 bytes,
+    40 > 35; dropped grows by one per push from the 4th push after b0
+    (GStreamer: held at 50 bytes)."""
     with trio.fail_after(5):
         async with Sink(
             unit_format=Format.BYTES, units_soft_max=35,
@@ -226,7 +229,7 @@ async def test_hard_limit_in_time_is_the_pts_span_of_waiting_buffers(
 
 
 async def test_socket_backlog_shows_as_lag_and_meets_the_hard_limit() -> None:
-    """API.md §4: a writer hands a socket only what it accepts without
+    """docs/semantics.rst, "The model": a writer hands a socket only what it accepts without
     blocking, so once the peer stops reading every further buffer is lag."""
     with trio.fail_after(10):
         events = Events()

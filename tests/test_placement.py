@@ -110,7 +110,7 @@ async def test_burst_in_bytes_starts_where_the_minimum_is_reached_within_the_max
 
 
 async def test_burst_bigger_than_history_gets_all_of_it() -> None:
-    """Q4 fixed: a burst bigger than history gets all of it (GStreamer: all
+    """Quirk Q4 fixed: a burst bigger than history gets all of it (GStreamer: all
     but the oldest)."""
     with trio.fail_after(5):
         async with Sink(
@@ -167,7 +167,8 @@ def _keyframes_at_0_3_6(n: int) -> Buffer:
 
 
 async def test_burst_keyframe_methods_start_on_a_keyframe_within_the_maximum() -> None:
-    """§8.4 second list, placed at add time against b1..b7 (keyframes b3 b6)."""
+    """docs/semantics.rst, "Worked examples of placement", bursts on keyframes:
+    placed at add time against b1..b7 (keyframes b3 b6)."""
     with trio.fail_after(5):
         async with Sink(
             bytes_min=70, sync_method=SyncMethod.BURST_KEYFRAME, burst_format=Format.BYTES,
@@ -188,12 +189,12 @@ async def test_burst_keyframe_methods_start_on_a_keyframe_within_the_maximum() -
             assert default.data == bs(3, 4, 5, 6, 7, 8)
             assert max45.data == bs(6, 7, 8)
             assert max30.data == bs(6, 7, 8)
-            assert with_kf30.data == bs(5, 6, 7, 8)  # GStreamer: b7 b8 (Q4-style cap)
+            assert with_kf30.data == bs(5, 6, 7, 8)  # GStreamer: b7 b8 (its burst cap)
             assert with_kf_wide.data == bs(3, 4, 5, 6, 7, 8)
 
 
 async def test_burst_keyframe_may_start_at_the_oldest_buffer() -> None:
-    """Q6 fixed: the only keyframe is the oldest buffer and the burst reaches
+    """Quirk Q6 fixed: the only keyframe is the oldest buffer and the burst reaches
     it, so the client starts there (GStreamer waits for the next keyframe)."""
     with trio.fail_after(5):
         async with Sink(
@@ -230,7 +231,7 @@ async def test_burst_keyframe_waits_when_history_has_no_keyframe() -> None:
 
 
 async def test_burst_in_buffers_counts_exactly() -> None:
-    """Q1/Q2 fixed: a burst of 3 buffers with 8 in history is 3 buffers; a
+    """Quirks Q1 and Q2 fixed: a burst of 3 buffers with 8 in history is 3 buffers; a
     maximum in buffers caps it (GStreamer: only the newest buffer)."""
     with trio.fail_after(5):
         async with Sink(

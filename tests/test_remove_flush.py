@@ -84,7 +84,7 @@ async def test_timeout_still_applies_while_flushing(
 
 
 async def test_remove_flush_of_a_caught_up_client_removes_at_once() -> None:
-    """Q7 fixed (GStreamer waits for the next push and withholds it)."""
+    """Quirk Q7 in docs/gstreamer.rst fixed (GStreamer waits for the next push and withholds it)."""
     with trio.fail_after(5):
         events = Events()
         async with Sink(**events.callbacks()) as sink:
@@ -101,7 +101,8 @@ async def test_remove_flush_of_a_caught_up_client_removes_at_once() -> None:
 
 
 async def test_remove_overrides_a_pending_remove_flush() -> None:
-    """Q21 fixed: remove during a pending remove_flush removes at once."""
+    """Quirk Q21 in docs/gstreamer.rst fixed: remove during a pending
+    remove_flush removes at once."""
     with trio.fail_after(5):
         events = Events()
         async with Sink(**events.callbacks()) as sink:

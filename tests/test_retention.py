@@ -41,7 +41,8 @@ async def test_time_min_keeps_seconds_of_pts_span() -> None:
 
 
 async def test_buffers_min_keeps_exactly_n() -> None:
-    """Q3 fixed: buffers_min 4 keeps exactly 4 (GStreamer: 1, 2, 3, 1, 2, 3, ...)."""
+    """Quirk Q3 in docs/gstreamer.rst fixed: buffers_min 4 keeps exactly 4
+    (GStreamer: 1, 2, 3, 1, 2, 3, ...)."""
     with trio.fail_after(5):
         async with Sink(buffers_min=4) as sink:
             queued = []

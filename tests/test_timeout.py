@@ -31,7 +31,8 @@ pytestmark = pytest.mark.usefixtures("no_spin")
 async def test_timeout_never_removes_an_idle_client(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Q10 fixed (GStreamer kicks a prompt client of a stalled stream)."""
+    """Quirk Q10 in docs/gstreamer.rst fixed (GStreamer kicks a prompt client
+    of a stalled stream)."""
     with trio.fail_after(60):
         events = Events()
         async with Sink(**events.callbacks(), timeout=0.2) as sink:
