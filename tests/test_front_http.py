@@ -10,7 +10,7 @@ from functools import partial
 
 import trio
 import trio.testing
-from conftest import Events
+from conftest import Events, read_all
 
 from trio_msink import Buffer, ClientStatus, Sink
 from trio_msink.fronts import ClientRegistry, HttpFront
@@ -47,17 +47,11 @@ async def read_head(stream: trio.abc.ReceiveStream) -> tuple[int, dict[str, str]
     return parse_head(data)
 
 
-async def read_to_eof(stream: trio.abc.ReceiveStream, data: bytes = b"") -> bytes:
-    while chunk := await stream.receive_some():
-        data += chunk
-    return data
-
-
 async def fetch(port: int, raw: bytes) -> Response:
     """Send ``raw``, read until the server closes, parse the response."""
     async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
         await stream.send_all(raw)
-        status, headers, body = parse_head(await read_to_eof(stream))
+        status, headers, body = parse_head(await read_all(stream))
     return Response(status, headers, body)
 
 
@@ -93,7 +87,7 @@ async def test_stream_body_is_the_raw_stream() -> None:
                 body += await client.receive_some()
             # The sink lets go of the client; the front must close the connection.
             sink.remove(events.added[0])
-            assert await read_to_eof(client, body) == expected
+            assert body + await read_all(client) == expected
             assert events.statuses == [ClientStatus.REMOVED]
             assert len(front.registry) == 0
             await client.aclose()

@@ -35,7 +35,7 @@ from conftest import (
     pts_buffer,
     read_all,
     read_client_to_eof,
-    send_all,
+    send_each,
     send_keeping_up,
     seq_frame,
     serving,
@@ -76,7 +76,7 @@ async def test_soft_limit_recovery_policies_on_the_worked_example(
             await sink.send(frame("k0"))
             await settle()  # S's stream blocks inside send_all(k0)
             assert s.sends_started == 1
-            await send_all(sink, frames(_WORKED))
+            await send_each(sink, frames(_WORKED))
             assert stats(sink, s).buffers_dropped == dropped
             s.unstall()
             await settle()
@@ -94,13 +94,13 @@ async def test_resync_keyframe_resumes_on_a_keyframe_never_a_delta() -> None:
             sink.add(s)
             await sink.send(frame("k0"))
             await settle()
-            await send_all(sink, frames(_WORKED))
+            await send_each(sink, frames(_WORKED))
             s.unstall()
             await settle()
             assert s.data == payload("k0")
-            await send_all(sink, frames("d8 d9"))
+            await send_each(sink, frames("d8 d9"))
             assert s.data == payload("k0")
-            await send_all(sink, frames("k10 d11"))
+            await send_each(sink, frames("k10 d11"))
             assert s.data == payload("k0 k10 d11")
             # the recovery skipped k4 d5 d6 d7 (and d1-d3 before); deltas that
             # arrive while it waits for a keyframe are never queued for it
@@ -118,11 +118,11 @@ async def test_hard_limit_on_the_worked_example_removes_the_client_slow() -> Non
             sink.add(s)
             await sink.send(frame("k0"))
             await settle()  # S's stream blocks inside send_all(k0)
-            await send_all(sink, frames("d1 d2 d3 k4 d5"))
+            await send_each(sink, frames("d1 d2 d3 k4 d5"))
             assert events.of(s) == ADDED
             await sink.send(frame("d6"))
             assert events.of(s) == lifecycle(ClientStatus.SLOW)
-            await send_all(sink, frames("d7"))
+            await send_each(sink, frames("d7"))
             assert f.data == payload("k0 " + _WORKED)
 
 

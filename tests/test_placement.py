@@ -22,7 +22,7 @@ from conftest import (
     frames,
     payload,
     pts_buffer,
-    send_all,
+    send_each,
     settle,
     stats,
 )
@@ -267,7 +267,7 @@ async def test_latest_keyframe_without_a_keyframe_waits_for_one() -> None:
         async with Sink() as sink:
             a = RecordingStream()
             sink.add_full(a, SyncMethod.LATEST_KEYFRAME, Format.UNDEFINED, -1, Format.UNDEFINED, -1)
-            await send_all(sink, frames("d0 d1 k2 d3"))
+            await send_each(sink, frames("d0 d1 k2 d3"))
             assert a.data == payload("k2 d3")
 
 
@@ -277,5 +277,5 @@ async def test_next_keyframe_waits_for_a_keyframe_sent_after_the_add() -> None:
             await sink.send(frame("k9"))  # before the add: never sent
             a = RecordingStream()
             sink.add(a)
-            await send_all(sink, frames("d0 d1 k2 d3"))
+            await send_each(sink, frames("d0 d1 k2 d3"))
             assert a.data == payload("k2 d3")

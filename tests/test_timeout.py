@@ -18,7 +18,7 @@ from conftest import (
     frames,
     lifecycle,
     payload,
-    send_all,
+    send_each,
     settle,
     socket_stream_pair,
 )
@@ -62,7 +62,7 @@ async def test_timeout_never_removes_a_client_waiting_for_a_keyframe(
                 await sink.send(frame(f"d{n}"))
                 await trio.sleep(0.1)
             assert events.of(a) == ADDED
-            await send_all(sink, frames("k20 d21"))
+            await send_each(sink, frames("k20 d21"))
             assert a.data == payload("k20 d21")
 
 
