@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 from conftest import (
-        Events,
+    Events,
     RecordingStream,
     b,
     bs,

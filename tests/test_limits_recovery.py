@@ -19,7 +19,7 @@ import trio.testing
 from conftest import (
     ADDED,
     Address,
-        Events,
+    Events,
     RecordingStream,
     b,
     bs,

@@ -13,7 +13,7 @@ import trio.testing
 from conftest import (
     ADDED,
     Address,
-        Events,
+    Events,
     RecordingStream,
     b,
     bs,

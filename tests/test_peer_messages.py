@@ -8,7 +8,7 @@ import trio
 import trio.testing
 from conftest import (
     ADDED,
-        Events,
+    Events,
     b,
     bs,
     connect,

@@ -8,7 +8,7 @@ import trio
 import trio.testing
 from conftest import (
     ADDED,
-        DelayedStream,
+    DelayedStream,
     Events,
     RecordingStream,
     SteppedStream,
