@@ -10,6 +10,27 @@ been given ``x``: ``x`` is being written, so it is neither waiting nor part of
 the lag (docs/semantics.rst, "The model: one history, one cursor per client").
 Over real sockets, buffers are self-describing frames (``seq_frame``) whose
 order and wholeness a reader checks byte for byte.
+
+Where the tests of a rule are (each rule is a section of docs/semantics.rst):
+
+* where a new client starts: test_placement.py; in the core,
+  test_core_placement.py
+* how much history is kept: test_retention.py
+* limits and soft-limit recovery: test_limits_recovery.py
+* timeout: test_timeout.py
+* remove_flush: test_remove_flush.py; remove and clear:
+  test_remove_and_clear.py
+* add, serve, duplicates, callback order, who closes streams:
+  test_lifecycle_callbacks.py
+* leaving the block (linger, exceptions, cancellation): test_shutdown_linger.py
+* whole buffers in order, segments, partial writes: test_socket_writes.py
+* peers that close and streams that fail: test_peer_close_and_errors.py;
+  bytes peers write: test_peer_messages.py
+* streamheaders: test_streamheader.py; sync pacing: test_clock.py;
+  refused arguments: test_validation.py; batching: test_batching.py
+* TLS: test_tls.py; DSCP: test_dscp.py; fronts: test_front_*.py
+* the pure core: test_core_log.py (BufferLog), test_core_history.py
+  (History), and test_history_model.py (History against a brute-force model)
 """
 
 from __future__ import annotations
