@@ -11,29 +11,19 @@ from typing import Any
 
 import trio
 
-from .. import Format, RecoverPolicy, SyncMethod
-from ._options import add_sink_flags, flag_of, sink_properties
+from ._defaults import describe_default, format_defaults
+from ._options import add_sink_flags, explicit_properties, flag_of, sink_properties
 from ._sources import SourceError, parse_host_port
 
 __all__ = ["main"]
 
 PROG = "trio-msink"
 
-# `demo`: real-time video for players that join at any time. Players need a
-# keyframe to start (latest-keyframe gives them the newest one at once);
-# 2 s of history lets a joining player start without waiting; a client more
-# than ~4 s (at 25 fps) behind is resynced on a keyframe, and one 20 s behind
-# is dropped, so a stalled player never holds more than that in memory.
-DEMO_DEFAULTS: dict[str, Any] = {
-    "sync_method": SyncMethod.LATEST_KEYFRAME,
-    "recover_policy": RecoverPolicy.RESYNC_KEYFRAME,
-    "buffers_soft_max": 100,
-    "buffers_max": 500,
-    "time_min": 2.0,
-    "unit_format": Format.BUFFERS,
-    "timeout": 30.0,
-    "linger": 2.0,
-}
+# `demo`: the serve defaults for MPEG-TS (players join on the newest
+# keyframe, a client more than 5 s behind is resynced on a keyframe, one that
+# stops reading is removed after 10 s), plus 2 s of history so that a joining
+# player has a keyframe at once, and a short linger for a quick Ctrl-C.
+DEMO_EXTRAS: dict[str, Any] = {"time_min": 2.0, "linger": 2.0}
 DEMO_FRONTS = {"tcp": "127.0.0.1:9000", "http": "127.0.0.1:8080", "ws": "127.0.0.1:8081"}
 
 
@@ -46,11 +36,34 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("source", nargs="?", default="-", metavar="SOURCE",
                        help="-, a file, tcp://HOST:PORT or test (default: -, stdin)")
     _add_server_flags(serve)
-    add_sink_flags(serve, {})
+    add_sink_flags(serve)
     demo = sub.add_parser("demo", help="serve the test stream on TCP 9000, HTTP 8080, WS 8081")
     _add_server_flags(demo, DEMO_FRONTS)
-    add_sink_flags(demo, DEMO_DEFAULTS)
+    add_sink_flags(demo, _describe_demo_default)
     return parser
+
+
+def _describe_demo_default(name: str) -> str | None:
+    if name in DEMO_EXTRAS:
+        return f"{DEMO_EXTRAS[name]:g}"
+    return describe_default(name, "mpegts")
+
+
+def _stream_format(args: argparse.Namespace) -> str:
+    """The format the initial Sink's defaults are for (``auto``: undetected)."""
+    if args.source == "test" and args.format == "auto":
+        return "mpegts"  # the test pattern is MPEG-TS
+    return str(args.format)
+
+
+def command_properties(args: argparse.Namespace) -> dict[str, Any]:
+    """The initial Sink's properties: the flags given, else the command's
+    defaults for the stream's format (and demo's), else the Sink's."""
+    explicit: frozenset[str] = args.explicit_properties
+    defaults = format_defaults(_stream_format(args), explicit)
+    if args.command == "demo":
+        defaults.update({k: v for k, v in DEMO_EXTRAS.items() if k not in explicit})
+    return sink_properties(args, defaults)
 
 
 def _add_server_flags(parser: argparse.ArgumentParser,
@@ -87,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         args.source = "test"
-    props = sink_properties(args)
+    args.explicit_properties = explicit_properties(args)
+    props = command_properties(args)
     from .. import Sink
 
     try:

@@ -1,0 +1,118 @@
+"""The command's defaults (docs/cli.md, "Defaults made for a server"): bounded
+lag whatever clients do, keyframe joins for video, and the user's flags win."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from trio_msink import Format, RecoverPolicy, Sink, SyncMethod
+from trio_msink.cli._defaults import (
+    COMMAND_PROPERTIES,
+    apply_properties,
+    describe_default,
+    format_defaults,
+)
+from trio_msink.cli._main import _parser, command_properties
+from trio_msink.cli._options import explicit_properties
+
+
+def parse(*argv: str) -> Any:
+    args = _parser().parse_args(["serve", *argv])
+    args.explicit_properties = explicit_properties(args)
+    return args
+
+
+@pytest.mark.parametrize("fmt", ["mpegts", "h264", "auto"])
+def test_video_joins_on_a_keyframe_and_is_bounded_in_time_and_buffers(fmt: str) -> None:
+    props = format_defaults(fmt, ())
+    assert props["sync_method"] == SyncMethod.LATEST_KEYFRAME
+    assert props["recover_policy"] == RecoverPolicy.RESYNC_KEYFRAME
+    assert props["unit_format"] == Format.TIME
+    assert 0 < props["units_soft_max"] < props["units_max"]
+    # streams without timestamps (H.264 without --fps) are bounded in buffers
+    assert 0 < props["buffers_soft_max"] < props["buffers_max"]
+    assert props["timeout"] > 0
+    Sink(**props)  # a valid set
+
+
+def test_raw_keeps_latest_and_is_bounded_in_bytes() -> None:
+    props = format_defaults("raw", ())
+    assert props["sync_method"] == SyncMethod.LATEST
+    assert props["recover_policy"] == RecoverPolicy.NONE
+    assert props["unit_format"] == Format.BYTES
+    assert props["units_max"] == 4 * 1024 * 1024
+    assert props["timeout"] > 0
+    Sink(**props)
+
+
+@pytest.mark.parametrize("fmt", ["mpegts", "h264", "raw"])
+def test_every_format_sets_the_same_properties(fmt: str) -> None:
+    """Switching formats (auto, once detected) leaves nothing of the previous one."""
+    assert tuple(format_defaults(fmt, ())) == COMMAND_PROPERTIES
+
+
+def test_properties_the_user_gave_are_left_out() -> None:
+    props = format_defaults("mpegts", {"timeout", "sync_method"})
+    assert "timeout" not in props and "sync_method" not in props
+    assert props["recover_policy"] == RecoverPolicy.RESYNC_KEYFRAME
+
+
+@pytest.mark.parametrize(
+    ("given", "cleared"),
+    [
+        ("units_max", "units_soft_max"),
+        ("units_soft_max", "units_max"),
+        ("buffers_max", "buffers_soft_max"),
+        ("buffers_soft_max", "buffers_max"),
+    ],
+)
+def test_the_partner_of_a_limit_the_user_set_is_not_applied(given: str, cleared: str) -> None:
+    assert format_defaults("mpegts", {given})[cleared] == -1
+
+
+def test_another_unit_format_clears_the_unit_limits() -> None:
+    props = format_defaults("mpegts", {"unit_format"})
+    assert props["units_max"] == -1 and props["units_soft_max"] == -1
+    assert props["buffers_max"] == 1024  # the buffer limits still apply
+
+
+def test_an_unknown_format_raises_naming_it() -> None:
+    with pytest.raises(ValueError, match="avi"):
+        format_defaults("avi", ())
+
+
+@pytest.mark.parametrize(("first", "second"), [("mpegts", "raw"), ("raw", "h264")])
+async def test_apply_switches_a_running_sink_between_formats(first: str, second: str) -> None:
+    async with Sink(**format_defaults(first, ())) as sink:
+        apply_properties(sink, format_defaults(second, ()))
+        for name, value in format_defaults(second, ()).items():
+            assert getattr(sink, name) == value
+
+
+def test_the_initial_sink_gets_the_formats_defaults_and_the_flags() -> None:
+    props = command_properties(parse("--format", "raw", "--timeout", "3"))
+    assert props["unit_format"] == Format.BYTES and props["timeout"] == 3.0
+    assert props["linger"] == 5.0  # the library's default, kept
+    args = parse("--units-max", "2")
+    assert args.explicit_properties == frozenset({"units_max"})
+    props = command_properties(args)
+    assert props["units_max"] == 2.0 and props["units_soft_max"] == -1
+    Sink(**props)
+
+
+def test_demo_adds_a_short_history_and_linger() -> None:
+    args = _parser().parse_args(["demo", "--linger", "0"])
+    args.explicit_properties = explicit_properties(args)
+    args.source = "test"
+    props = command_properties(args)
+    assert props["time_min"] == 2.0 and props["linger"] == 0.0
+    assert props["sync_method"] == SyncMethod.LATEST_KEYFRAME
+
+
+def test_help_states_the_value_in_force_per_format() -> None:
+    assert describe_default("units_max") == "10 s for mpegts/h264/auto, 4 MiB for raw"
+    assert describe_default("timeout") == "10 s"
+    assert describe_default("units_max", "raw") == "4 MiB"
+    assert describe_default("linger") is None
