@@ -44,9 +44,10 @@ def test_a_bad_value_prints_one_line_naming_the_flag_and_exits_2(
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", *args])
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert flag in err[-1]
-    assert err[-1].startswith("trio-msink: error:") or "error:" in err[-1]
+    err = capsys.readouterr().err.splitlines()
+    named = flag if flag == "SOURCE" else f"argument {flag}"
+    assert len(err) == 2 and err[0] == "usage: trio-msink serve [SOURCE] [options]"
+    assert err[1].startswith(f"trio-msink: error: {named}: ")
 
 
 def test_flags_mirror_every_sink_property(capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,3 +118,38 @@ def test_module_entry_point_help() -> None:
     out = subprocess.run([sys.executable, "-m", "trio_msink", "--help"], capture_output=True,
                          text=True, timeout=30, check=True).stdout
     assert "serve" in out and "demo" in out
+
+
+async def test_demo_hints_name_the_ports_the_fronts_really_listen_on() -> None:
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [*COMMAND, "demo", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0",
+             "--ws", "127.0.0.1:0", "--test-seconds", "0.5", "--linger", "0"],
+            capture_stdout=True, capture_stderr=True, check=False, stdin=subprocess.DEVNULL,
+        )
+    assert result.returncode == 0, result.stderr.decode()
+    tcp, http, ws = result.stdout.decode().split()
+    assert not any(url.rstrip("/").endswith(":0") for url in (tcp, http, ws))
+    hints = result.stderr.decode()
+    assert f"ffplay {tcp}\n" in hints
+    assert f"vlc {http}stream\n" in hints
+    assert f"browser: {http}\n" in hints
+    assert f"WebSocket: {ws}\n" in hints
+
+
+async def test_http_answers_carry_their_reason_phrase() -> None:
+    async def status_line(port: int, path: str) -> bytes:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = b""
+            while b"\r\n" not in head:
+                head += await stream.receive_some()
+            return head.split(b"\r\n", 1)[0]
+
+    with trio.fail_after(30):
+        async with run_server(["serve", "test", "--http", "127.0.0.1:0"], fronts=1) as server:
+            port = server.port("http")
+            assert await status_line(port, "/stats") == b"HTTP/1.1 200 OK"
+            assert await status_line(port, "/") == b"HTTP/1.1 200 OK"
+            assert await status_line(port, "/nowhere") == b"HTTP/1.1 404 Not Found"
