@@ -3,11 +3,15 @@ lag whatever clients do, keyframe joins for video, and the user's flags win."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
+import trio
+from _server import run_server
+from trio.testing import MockClock
 
-from trio_msink import Format, RecoverPolicy, Sink, SyncMethod
+from trio_msink import Buffer, ClientStatus, Format, RecoverPolicy, Sink, SyncMethod
 from trio_msink.cli._defaults import (
     COMMAND_PROPERTIES,
     apply_properties,
@@ -116,3 +120,90 @@ def test_help_states_the_value_in_force_per_format() -> None:
     assert describe_default("timeout") == "10 s"
     assert describe_default("units_max", "raw") == "4 MiB"
     assert describe_default("linger") is None
+
+
+# -- a client that never reads, on real sockets --------------------------------
+
+def _never_reading_socket() -> trio.socket.SocketType:
+    """A client socket with a small receive buffer, so that it fills fast."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+async def _connected_pair(nursery: trio.Nursery) -> tuple[trio.SocketStream, trio.SocketStream]:
+    """(server side, client side) of a real TCP connection on 127.0.0.1."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    sock = _never_reading_socket()
+    await sock.connect(listeners[0].socket.getsockname())
+    server = await listeners[0].accept()
+    await listeners[0].aclose()
+    return server, trio.SocketStream(sock)
+
+
+async def test_video_defaults_resync_then_remove_a_client_that_never_reads(
+    mock_clock: MockClock,
+) -> None:
+    """25 pictures a second of 64 KiB (13 Mbit/s) with timestamps, paced on
+    the mock clock: the stalled client never needs more than 5 s of stream
+    and is removed SLOW 10 s after its socket took nothing more; a client
+    that reads is untouched."""
+    mock_clock.autojump_threshold = 0
+    removed: dict[object, ClientStatus] = {}
+    dropped: dict[object, int] = {}
+
+    def on_removed(stream: trio.abc.SendStream, status: ClientStatus) -> None:
+        removed[stream] = status
+        stats = sink.get_stats(stream)
+        assert stats is not None
+        dropped[stream] = stats.buffers_dropped
+
+    props = format_defaults("mpegts", ())
+    with trio.fail_after(600):  # mock seconds
+        async with trio.open_nursery() as nursery:
+            stalled, _client = await _connected_pair(nursery)
+            reader, reader_client = await _connected_pair(nursery)
+
+            async def read_all() -> None:
+                async for _ in reader_client:
+                    pass
+
+            nursery.start_soon(read_all)
+            async with Sink(**props, linger=0, on_client_removed=on_removed) as sink:
+                sink.add(stalled)
+                sink.add(reader)
+                start = trio.current_time()
+                frame = 0
+                while stalled not in removed:
+                    keyframe = frame % 25 == 0
+                    await sink.send(Buffer(bytes(64 * 1024), pts=frame / 25,
+                                           delta_unit=not keyframe))
+                    frame += 1
+                    stats = sink.get_stats(stalled)
+                    if stats is not None:
+                        assert stats.lag_buffers <= 5 * 25 + 1
+                    assert sink.buffers_queued <= 5 * 25 + 25 + 1
+                    assert frame < 25 * 60, "not removed within 60 s of stream"
+                assert removed[stalled] == ClientStatus.SLOW
+                assert dropped[stalled] > 0  # resynced on keyframes meanwhile
+                assert trio.current_time() - start >= 10  # the timeout: no progress for 10 s
+                assert reader not in removed
+            nursery.cancel_scope.cancel()
+
+
+async def test_raw_defaults_remove_a_client_that_never_reads_past_4_mib() -> None:
+    """The command with default flags, raw bytes from stdin as fast as they
+    come: the stalled client is removed SLOW long before its 10 s timeout."""
+    with trio.fail_after(60):
+        async with run_server(["serve", "-", "--format", "raw", "--tcp", "127.0.0.1:0"],
+                              fronts=1, stdin=True) as server:
+            sock = _never_reading_socket()
+            await sock.connect(("127.0.0.1", server.port("tcp")))
+            await server.wait_log(b"client added")
+            stdin = server.process.stdin
+            assert stdin is not None
+            chunk = bytes(range(256)) * 4096  # 1 MiB
+            with trio.fail_after(8):  # well inside the 10 s timeout
+                while b"client removed (SLOW)" not in server.stderr:
+                    await stdin.send_all(chunk)
+            sock.close()
