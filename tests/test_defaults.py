@@ -141,11 +141,14 @@ async def _connected_pair(nursery: trio.Nursery) -> tuple[trio.SocketStream, tri
     return server, trio.SocketStream(sock)
 
 
+@pytest.mark.parametrize("timestamps", [True, False], ids=["mpegts", "h264-without-fps"])
 async def test_video_defaults_resync_then_remove_a_client_that_never_reads(
-    mock_clock: MockClock,
+    mock_clock: MockClock, timestamps: bool
 ) -> None:
-    """25 pictures a second of 64 KiB (13 Mbit/s) with timestamps, paced on
-    the mock clock: the stalled client never needs more than 5 s of stream
+    """Pictures of 64 KiB, a keyframe every 25, on the mock clock: the
+    stalled client never needs more than 5 s of stream (with timestamps, 25
+    a second: 13 Mbit/s) or 512 buffers (without, 100 a second: an H.264
+    elementary stream without --fps), is resynced on keyframes meanwhile,
     and is removed SLOW 10 s after its socket took nothing more; a client
     that reads is untouched."""
     mock_clock.autojump_threshold = 0
@@ -158,7 +161,8 @@ async def test_video_defaults_resync_then_remove_a_client_that_never_reads(
         assert stats is not None
         dropped[stream] = stats.buffers_dropped
 
-    props = format_defaults("mpegts", ())
+    props = format_defaults("mpegts" if timestamps else "h264", ())
+    bound = 5 * 25 if timestamps else 512  # the soft limits, in buffers here
     with trio.fail_after(600):  # mock seconds
         async with trio.open_nursery() as nursery:
             stalled, _client = await _connected_pair(nursery)
@@ -176,14 +180,16 @@ async def test_video_defaults_resync_then_remove_a_client_that_never_reads(
                 frame = 0
                 while stalled not in removed:
                     keyframe = frame % 25 == 0
-                    await sink.send(Buffer(bytes(64 * 1024), pts=frame / 25,
-                                           delta_unit=not keyframe))
+                    pts = frame / 25 if timestamps else None
+                    await sink.send(Buffer(bytes(64 * 1024), pts=pts, delta_unit=not keyframe))
+                    if not timestamps:  # a live source: pictures arrive 100 a second
+                        await trio.sleep(1 / 100)
                     frame += 1
                     stats = sink.get_stats(stalled)
                     if stats is not None:
-                        assert stats.lag_buffers <= 5 * 25 + 1
-                    assert sink.buffers_queued <= 5 * 25 + 25 + 1
-                    assert frame < 25 * 60, "not removed within 60 s of stream"
+                        assert stats.lag_buffers <= bound + 1
+                    assert sink.buffers_queued <= bound + 25 + 1
+                    assert frame < 100 * 60, "not removed within 60 s"
                 assert removed[stalled] == ClientStatus.SLOW
                 assert dropped[stalled] > 0  # resynced on keyframes meanwhile
                 assert trio.current_time() - start >= 10  # the timeout: no progress for 10 s
