@@ -153,3 +153,27 @@ async def test_http_answers_carry_their_reason_phrase() -> None:
             assert await status_line(port, "/stats") == b"HTTP/1.1 200 OK"
             assert await status_line(port, "/") == b"HTTP/1.1 200 OK"
             assert await status_line(port, "/nowhere") == b"HTTP/1.1 404 Not Found"
+
+
+def _h264_elementary(pictures: int) -> bytes:
+    """An H.264 Annex B stream, without timestamps: SPS, PPS, an IDR picture,
+    then P pictures (hand-made NAL units; each slice has first_mb_in_slice 0)."""
+    sps = b"\x00\x00\x00\x01\x67\x42\xc0\x0a\x8c\x8d\x40"
+    pps = b"\x00\x00\x00\x01\x68\xce\x3c\x80"
+    payload = b"\x11" * 1000
+    idr = b"\x00\x00\x01\x65\x88" + payload
+    p = b"\x00\x00\x01\x41\x9a" + payload
+    return sps + pps + idr + p * (pictures - 1)
+
+
+async def test_fps_paces_an_h264_elementary_stream(tmp_path: Path) -> None:
+    """26 pictures at --fps 25: the last is due 1 s after the first, so the
+    file takes a second to serve (without --fps it would go out at once)."""
+    source = tmp_path / "in.h264"
+    source.write_bytes(_h264_elementary(26))
+    with trio.fail_after(30):
+        async with run_server(["serve", str(source), "--format", "h264", "--fps", "25",
+                               "--tcp", "127.0.0.1:0", "--linger", "0"], fronts=1) as server:
+            started = trio.current_time()
+            assert await server.process.wait() == 0
+            assert trio.current_time() - started >= 0.9
