@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any
 
 import trio
 
@@ -52,8 +51,11 @@ class Sink(SinkProperties):
     Use it as ``async with Sink(**properties) as sink:``. Every property is
     keyword-only, readable and assignable as an attribute at any time; an
     assignment is validated like the constructor argument and a refused value
-    (:exc:`TypeError` for a wrong type, :exc:`ValueError` for a wrong value)
-    changes nothing. Times are seconds; -1 means "unset" and, for the four
+    (:exc:`~trio_msink.PropertyTypeError`, a :exc:`TypeError`, for a wrong
+    type; :exc:`~trio_msink.PropertyValueError`, a :exc:`ValueError`, for a
+    wrong value; both carry the property's ``name``) changes nothing. The
+    properties are declared once, in :meth:`properties` and :meth:`callbacks`.
+    Times are seconds; -1 means "unset" and, for the four
     ``*_max``/``*_soft_max`` limits, 0 also means "no limit".
 
     The sink never closes a stream it was given: after
@@ -61,8 +63,7 @@ class Sink(SinkProperties):
     stream is the caller's again.
     """
 
-    def __init__(self, **properties: Any) -> None:
-        super().__init__(**properties)
+    def __post_init__(self) -> None:
         self._fanout = Fanout()
         self._clients: dict[trio.abc.SendStream, Client] = {}
         # Socket clients whose writer is parked (caught up): send writes to
@@ -77,31 +78,34 @@ class Sink(SinkProperties):
         self._started = False
         self._exited = False
         self._clock = Clock(self._queue)
-        self._apply_settings()
+        self._apply_values()
 
-    # -- settings ------------------------------------------------------------
-    def _settings_changed(self, changes: dict[str, object]) -> None:
-        self._apply_settings()
+    # -- properties ------------------------------------------------------------
+    def _values_changed(self, changes: dict[str, object]) -> None:
+        self._apply_values()
         if "qos_dscp" in changes:
             for client in self._clients.values():
                 apply_dscp(client.stream, self.qos_dscp)
         if "timeout" in changes:
             self._fanout.wake()
 
-    def _apply_settings(self) -> None:
+    def _default_burst(self) -> Burst:
+        """The burst of :meth:`add`: ``burst_format``/``burst_value``, no maximum."""
+        return Burst(self.burst_format, self.burst_value, Format.UNDEFINED, -1)
+
+    def _apply_values(self) -> None:
         history = self._fanout.history
-        s = self._settings
         history.limits = Limits(
-            s["buffers_max"], s["buffers_soft_max"], s["unit_format"],
-            s["units_max"], s["units_soft_max"],
+            self.buffers_max, self.buffers_soft_max, self.unit_format,
+            self.units_max, self.units_soft_max,
         )
-        history.recover_policy = s["recover_policy"]
-        history.sync_method = s["sync_method"]
-        history.default_burst = Burst(s["burst_format"], s["burst_value"])
-        history.bytes_min = s["bytes_min"]
-        history.time_min = s["time_min"]
-        history.buffers_min = s["buffers_min"]
-        history.resend_streamheader = s["resend_streamheader"]
+        history.recover_policy = self.recover_policy
+        history.sync_method = self.sync_method
+        history.default_burst = self._default_burst()
+        history.bytes_min = self.bytes_min
+        history.time_min = self.time_min
+        history.buffers_min = self.buffers_min
+        history.resend_streamheader = self.resend_streamheader
 
     # -- lifecycle -------------------------------------------------------------
     async def __aenter__(self) -> Sink:
@@ -225,8 +229,7 @@ class Sink(SinkProperties):
         Raises :exc:`TypeError` if ``stream`` is not a ``trio.abc.SendStream``
         and :exc:`trio.ClosedResourceError` on a closed sink.
         """
-        self._add(stream, self.sync_method,
-                  Burst(self.burst_format, self.burst_value, Format.UNDEFINED, -1))
+        self._add(stream, self.sync_method, self._default_burst())
 
     def add_full(
         self,
