@@ -21,28 +21,22 @@ from types import TracebackType
 import trio
 
 from ._buffer import Buffer, as_buffer
-from ._channel import Fanout
 from ._client import Client
 from ._clock import Clock
+from ._direct import DirectWriter
 from ._enums import ClientStatus, Format, SyncMethod
+from ._fanout import Fanout
+from ._history import CursorState
 from ._limits import Limits
 from ._placement import Burst
 from ._properties import SinkProperties, check_burst, check_sync
 from ._sockopts import apply_dscp
 from ._stats import ClientStats, SinkStatistics
-from ._writer import write_parked, write_socket, write_stream
+from ._writer import write_socket, write_stream
 
 __all__ = ["Sink"]
 
 logger = logging.getLogger("trio_msink")
-
-# A batch for parked clients is written at once, without waiting for the
-# producer to pause, when it reaches either size: 64 buffers or 256 KiB keep
-# one writev well under IOV_MAX and the socket buffer (Linux's default
-# tcp_wmem is 16 KiB to 4 MiB; GStreamer's queue2 defaults to 100 buffers).
-_BATCH_BUFFERS = 64
-_BATCH_BYTES = 256 * 1024
-
 
 
 class Sink(SinkProperties):
@@ -66,11 +60,10 @@ class Sink(SinkProperties):
     def __post_init__(self) -> None:
         self._fanout = Fanout()
         self._clients: dict[trio.abc.SendStream, Client] = {}
-        # Socket clients whose writer is parked (caught up): send writes to
-        # them directly, without waking a task per client per buffer.
-        self._parked: dict[Client, None] = {}
-        self._flushed_to = 0  # parked clients have been written up to here
-        self._flush_wanted = trio.Event()
+        # Socket clients that keep up are written from send, without waking
+        # a task per client per buffer.
+        self._direct = DirectWriter(self._fanout.history,
+                                    lambda: self._dispatch_callback() is not None)
         self._bytes_served = 0
         self._nursery: trio.Nursery | None = None
         self._lifetime: AbstractAsyncContextManager[None] | None = None
@@ -137,7 +130,7 @@ class Sink(SinkProperties):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self._clock.run)
-            nursery.start_soon(self._run_flusher)
+            nursery.start_soon(self._direct.run)
             try:
                 yield
                 await self._drain()
@@ -257,7 +250,8 @@ class Sink(SinkProperties):
             if callback is not None:
                 self._call_quietly(callback, stream, ClientStatus.DUPLICATE)
             return None
-        client = Client(self, stream, self._fanout.open_channel(stream, method, burst))
+        history = self._fanout.history
+        client = Client(self, stream, history, history.add(stream, method, burst))
         self._clients[stream] = client
         apply_dscp(stream, self.qos_dscp)
         nursery.start_soon(self._run_client, client)
@@ -317,13 +311,13 @@ class Sink(SinkProperties):
         arrives later), then remove it with status ``REMOVED``. A client with
         nothing queued or being written is removed at once."""
         client = self._clients.get(stream)
-        if client is None or client.removed or client.channel.flushing():
+        if client is None or client.removed or client.cursor.state is CursorState.FLUSHING:
             return
-        client.channel.start_flush()
-        if client.channel.flushed() and not client.writing:
+        self._fanout.start_flush(client.cursor)
+        if self._fanout.history.flushed(client.cursor) and not client.writing:
             self._remove_client(client, ClientStatus.REMOVED)
         else:
-            client.unpark()
+            self._direct.unpark(client)
 
     def clear(self) -> None:
         """Remove every client with status ``REMOVED``."""
@@ -365,53 +359,15 @@ class Sink(SinkProperties):
         await self._clock.send(item, sync=self.sync)
 
     def _queue(self, buffer: Buffer) -> None:
+        """Queue ``buffer`` now (the clock says it is due) and act on what the
+        history did: remove the clients over a hard limit, write the batch."""
         result = self._fanout.send_nowait(buffer)
         for cursor in result.over_hard:
             client = self._clients.get(cursor.handle)  # type: ignore[call-overload]
             if client is not None:
                 self._remove_client(client, ClientStatus.SLOW)
-        if self._parked and result.queued:
-            history = self._fanout.history
-            start, end = self._flushed_to, history.log.next
-            if (end - start >= _BATCH_BUFFERS
-                    or history.log.bytes_between(max(start, history.log.low), end) >= _BATCH_BYTES
-                    or history.limits.near(history.log, max(start, history.log.low), end)):
-                self._write_parked()
-            else:
-                self._flush_wanted.set()
-
-    def _write_parked(self) -> None:
-        self._flushed_to = self._fanout.history.log.next
-        write_parked(list(self._parked), self._fanout.history,
-                     dispatched=self.send_dispatched and self.on_dispatched is not None)
-
-    async def _run_flusher(self) -> None:
-        """Write to parked clients once the producer pauses.
-
-        ``send`` leaves new buffers for parked clients to this task, which
-        waits while the producer keeps sending (each pass of the scheduler
-        that brings new buffers) and then writes them all in one ``writev``
-        per client. A producer that sends a burst of buffers costs one
-        system call per client, not one per buffer per client; a paced
-        producer gets each buffer written as soon as it yields. ``send``
-        writes at once instead when the batch would reach half of a limit
-        (so batching never pushes a client over one) or its size caps.
-        """
-        while True:
-            await self._flush_wanted.wait()
-            self._flush_wanted = trio.Event()
-            log = self._fanout.history.log
-            # Trio may run this task before or after the producer within one
-            # pass of the scheduler, so only two passes in a row without a
-            # new buffer show that the producer has really paused.
-            seen, quiet = -1, 0
-            while quiet < 2 and log.next > self._flushed_to:
-                quiet = quiet + 1 if log.next == seen else 0
-                seen = log.next
-                await trio.lowlevel.checkpoint()
-            if log.next > self._flushed_to:
-                self._write_parked()
-
+        if result.queued:
+            self._direct.queued()
 
     # -- client tasks ----------------------------------------------------------------
     async def _run_client(self, client: Client) -> None:
@@ -430,10 +386,9 @@ class Sink(SinkProperties):
         stream = client.stream
         try:
             if type(stream) is trio.SocketStream and stream.socket.type == socket.SOCK_STREAM:
-                client.fd = stream.socket.fileno()
-                await write_socket(client, stream)
+                await write_socket(client, stream, self._fanout, self._direct)
             else:
-                await write_stream(client, stream)
+                await write_stream(client, stream, self._fanout)
         except (trio.BrokenResourceError, trio.ClosedResourceError, BrokenPipeError,
                 ConnectionResetError):
             self._remove_client(client, ClientStatus.CLOSED)
@@ -465,11 +420,9 @@ class Sink(SinkProperties):
         client.status = status
         client.disconnect_time = time.time()
         client.disconnect_clock = trio.current_time()
-        client.channel.close()
+        self._fanout.history.remove(client.cursor)
         client.scope.cancel()
-        if client.parked:
-            client.parked = False
-            del self._parked[client]
+        self._direct.unpark(client)
         stream = client.stream
         try:
             if self.on_client_removed is not None:
@@ -480,6 +433,13 @@ class Sink(SinkProperties):
             if self.on_client_socket_removed is not None:
                 self._call_quietly(self.on_client_socket_removed, stream)
             client.gone.set()
+
+    # -- what clients ask of the sink (ClientHost) -----------------------------
+    def _dispatch_callback(self) -> Callable[[trio.abc.SendStream, Buffer], object] | None:
+        return self.on_dispatched if self.send_dispatched else None
+
+    def _client_wrote(self, nbytes: int) -> None:
+        self._bytes_served += nbytes
 
     def _call_quietly(self, callback: Callable[..., object], *args: object) -> None:
         try:
