@@ -1,4 +1,4 @@
-"""Bad input: every refusal API.md names raises the documented error, with a
+"""Bad input: every refusal of docs/api.rst raises the documented error, with a
 message naming the argument, and changes nothing."""
 
 from __future__ import annotations
@@ -291,7 +291,7 @@ def test_buffer_options_are_keyword_only_and_the_buffer_is_frozen() -> None:
     assert buffer.pts == 1
 
 
-def test_buffer_accepts_what_api_md_allows() -> None:
+def test_buffer_accepts_what_the_api_reference_allows() -> None:
     assert len(Buffer(b"")) == 0
     assert len(Buffer([b"ab", bytearray(b"cd"), memoryview(b"ef")])) == 6
     assert len(Buffer((b"ab", b""))) == 2
