@@ -8,7 +8,6 @@ import fcntl
 import json
 import math
 import os
-import selectors
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from _plan import SCENARIOS, Case, Scenario
+from _procs import LineReader, stop_process
 from _report import describe
 from _results import Result, fill_from_reports, median_result
 from _servers import BENCH_DIR, HOST, Server, ServerError, ServerSpec, proc_cpu_seconds
@@ -64,60 +64,6 @@ def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-class _Lines:
-    """Line reader over several child stdouts, with deadlines."""
-
-    def __init__(self, procs: Sequence[subprocess.Popen[bytes]]) -> None:
-        self.procs = procs
-        self.bufs = [b""] * len(procs)
-        self.sel = selectors.DefaultSelector()
-        for i, p in enumerate(procs):
-            assert p.stdout is not None
-            os.set_blocking(p.stdout.fileno(), False)
-            self.sel.register(p.stdout, selectors.EVENT_READ, i)
-
-    def wait_lines(self, prefix: bytes, deadline: float) -> list[bytes | None]:
-        """Until every child has written a line starting with ``prefix`` (or the
-        deadline); returns each child's first such line (``None``: none)."""
-        def find(buf: bytes) -> bytes | None:
-            for line in buf.split(b"\n")[:-1]:
-                if line.startswith(prefix):
-                    return line
-            return None
-
-        while time.monotonic() < deadline:
-            if all(find(b) is not None for b in self.bufs):
-                break
-            for key, _ in self.sel.select(min(0.2, max(0.0, deadline - time.monotonic()))):
-                i = key.data
-                try:
-                    chunk = os.read(key.fd, 1 << 20)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    self.sel.unregister(key.fileobj)
-                    self.bufs[i] += b"\n" + prefix + b" EOF\n"  # stop waiting for it
-                self.bufs[i] += chunk
-        return [find(b) for b in self.bufs]
-
-    def close(self) -> None:
-        self.sel.close()
-
-
-def _stop(proc: subprocess.Popen[bytes], grace: float = 2.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    proc.wait()
-    for stream in (proc.stdin, proc.stdout):
-        if stream is not None:
-            with contextlib.suppress(OSError):
-                stream.close()
-
-
 def run_once(spec: ServerSpec, case: Case, rate: float, opts: Options) -> Result:
     """Start server, source and clients; measure one window; stop everything."""
     scen = SCENARIOS[case.scenario]
@@ -131,7 +77,7 @@ def run_once(spec: ServerSpec, case: Case, rate: float, opts: Options) -> Result
     server: Server | None = None
     source: subprocess.Popen[bytes] | None = None
     clients: list[subprocess.Popen[bytes]] = []
-    lines: _Lines | None = None
+    lines: LineReader | None = None
     rfd, wfd = os.pipe()
     with contextlib.suppress(OSError):
         fcntl.fcntl(wfd, _F_SETPIPE_SZ, 1 << 20)
@@ -140,9 +86,9 @@ def run_once(spec: ServerSpec, case: Case, rate: float, opts: Options) -> Result
             log.write(f"# {spec.label} {case} rate={rate}\n".encode())
             try:
                 hard, soft, policy = opts.limits(scen, case.size, rate)
-                server = Server(spec, size=case.size, buffers_max=hard, buffers_soft_max=soft,
-                                sync_method=scen.sync_method, recover_policy=policy,
-                                stdin_fd=rfd, log=log)
+                server = Server.start(spec, size=case.size, buffers_max=hard,
+                                      buffers_soft_max=soft, sync_method=scen.sync_method,
+                                      recover_policy=policy, stdin_fd=rfd, log=log)
             except ServerError as exc:
                 result.error = f"server: {exc}"
                 return result
@@ -173,7 +119,7 @@ def run_once(spec: ServerSpec, case: Case, rate: float, opts: Options) -> Result
                     cmd += ["--churn", f"{scen.churn[0]},{scen.churn[1]}"]
                 clients.append(subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                                 stdout=subprocess.PIPE, stderr=log))
-            lines = _Lines(clients)
+            lines = LineReader(clients)
             t_connect = time.monotonic()
             ready = lines.wait_lines(b"ready", t_connect + 20 + n * 0.03)
             result.connect_s = time.monotonic() - t_connect
@@ -224,9 +170,9 @@ def run_once(spec: ServerSpec, case: Case, rate: float, opts: Options) -> Result
             if lines is not None:
                 lines.close()
             for c in clients:
-                _stop(c)
+                stop_process(c)
             if source is not None:
-                _stop(source)
+                stop_process(source)
             if wfd >= 0:
                 os.close(wfd)
             if server is not None:
