@@ -174,13 +174,17 @@ def target_lines(results: list[Result]) -> list[str]:
     return lines
 
 
-def machine_lines(args: argparse.Namespace, servers: Sequence[ServerSpec]) -> list[str]:
-    cpu = "?"
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (``?`` if unknown)."""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def machine_lines(args: argparse.Namespace, servers: Sequence[ServerSpec]) -> list[str]:
+    """The machine, the servers and the run's settings, printed above the table."""
     gst = "-"
     if gst_available():
         with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -188,14 +192,13 @@ def machine_lines(args: argparse.Namespace, servers: Sequence[ServerSpec]) -> li
                                  text=True, timeout=10).stdout.splitlines()[0]
     trio_cmds = sorted({s.trio_cmd for s in servers if s.kind == "trio"})
     return [
-        f"machine: {cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
+        f"machine: {cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
         f"Python {platform.python_version()}, {gst}",
         f"servers: {', '.join(s.label for s in servers)}; trio command: "
         f"{', '.join(trio_cmds) or '-'}; window {args.duration:g} s after "
         f"{args.warmup:g} s warm-up; median of {args.repeat} run(s), paced sweeps "
         f"{args.sweep_repeat}; load average at start {args.loadavg}",
     ]
-
 
 
 def note_lines(results: list[Result]) -> list[str]:
