@@ -99,7 +99,20 @@ async def _serve_paced(data: bytes, fmt: str) -> tuple[list[tuple[float, int]], 
     chunk a TCP client receives from the first byte to the end, and the bytes."""
     arrivals: list[tuple[float, int]] = []
     got = bytearray()
-    args = ["serve", "-", "--format", fmt, "--sync", "--tcp", "127.0.0.1:0", "--linger", "-1"]
+    # latest: the client, added before the first byte, gets every byte.
+    args = [
+        "serve",
+        "-",
+        "--format",
+        fmt,
+        "--sync",
+        "--sync-method",
+        "latest",
+        "--tcp",
+        "127.0.0.1:0",
+        "--linger",
+        "-1",
+    ]
     async with run_server(args, fronts=1, stdin=True) as server:
         client = await trio.open_tcp_stream("127.0.0.1", server.port("tcp"))
         stdin = server.process.stdin
