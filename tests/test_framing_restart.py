@@ -299,7 +299,7 @@ def test_auto_restart_probes_again(ts: bytes, es: bytes) -> None:
     assert framer.detected == "mpegts"
     ts_headers = [h.tobytes() for h in framer.streamheader]
     framer.restart()
-    assert framer.detected is None and framer.restarting
+    assert framer.detected is None and framer.restarting and framer.buffered == 0
     calls = feed(framer, es, 1000)
     out, changed = first_call(calls)
     assert framer.detected == "h264"
