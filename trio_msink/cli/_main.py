@@ -13,7 +13,7 @@ import trio
 
 from .. import Format, RecoverPolicy, SyncMethod
 from ._options import add_sink_flags, flag_of, sink_properties
-from ._sources import SourceError, parse_host_port
+from ._sources import SourceError, add_source_flags, parse_host_port
 
 __all__ = ["main"]
 
@@ -46,9 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("source", nargs="?", default="-", metavar="SOURCE",
                        help="-, a file, tcp://HOST:PORT or test (default: -, stdin)")
     _add_server_flags(serve)
+    add_source_flags(serve)
     add_sink_flags(serve, {})
     demo = sub.add_parser("demo", help="serve the test stream on TCP 9000, HTTP 8080, WS 8081")
     _add_server_flags(demo, DEMO_FRONTS)
+    add_source_flags(demo, positional=False)
     add_sink_flags(demo, DEMO_DEFAULTS)
     return parser
 
