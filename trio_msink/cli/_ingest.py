@@ -25,7 +25,7 @@ import h11
 import trio
 
 from ..fronts import peer_address
-from ._source_state import SourceStatus
+from ._source_state import SourceState, SourceStatus
 from ._sources import _CHUNK, Item, NetSpec, Upstream, describe_error, listen_error
 from ._upstream import log_change
 
@@ -50,7 +50,7 @@ class IngestSource:
     def __init__(self, spec: NetSpec, *, timeout: float) -> None:
         self.spec = spec
         self.timeout = timeout
-        self.status = SourceStatus(f"ingest {spec.text}")
+        self.status = SourceStatus(f"ingest {spec.text}", SourceState.WAITING)
         self.listeners: list[trio.SocketListener] = []
         self._publisher: str | None = None
         self._send: trio.MemorySendChannel[Item] | None = None
@@ -64,13 +64,16 @@ class IngestSource:
             raise listen_error(f"--ingest {self.spec.text}", exc) from exc
         host, port = self.listeners[0].socket.getsockname()[:2]
         host = f"[{host}]" if ":" in host else host
-        return f"{self.spec.scheme}://{host}:{port}{self.spec.path}"
+        url = f"{self.spec.scheme}://{host}:{port}{self.spec.path}"
+        self.status.spec = f"ingest {url}"  # the real port, when asked for 0
+        return url
 
     async def run(self, send: trio.MemorySendChannel[Item]) -> None:
         if not self.listeners:
             await self.listen()
         self._send = send
-        log_change(self.status.waiting(self.status.spec, trio.current_time()))
+        self.status.since = trio.current_time()
+        log_change(f"source {self.status.spec}: {SourceState.WAITING.value}")
         async with send:
             handler = self._tcp if self.spec.scheme == "tcp" else self._http
             await trio.serve_listeners(handler, self.listeners)

@@ -265,8 +265,7 @@ def describe_error(exc: BaseException) -> str:
             return describe_error(cause.exceptions[-1])
         if cause is not None:
             return describe_error(cause)
-    text = str(exc) or type(exc).__name__
-    return text[:1].lower() + text[1:]
+    return str(exc) or type(exc).__name__
 
 
 def listen_error(what: str, exc: OSError) -> CommandError:

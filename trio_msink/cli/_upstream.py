@@ -130,15 +130,15 @@ class PullSource:
     """Pull ``specs[0]`` (falling back to the others in turn) forever, or
     until ``max_attempts`` attempts in a row failed (then
     :exc:`SourceError`). ``timeout``: seconds of silence that count as a
-    loss (0: never)."""
+    loss (0: never); ``rng`` draws the jitter."""
 
     def __init__(self, specs: list[NetSpec], *, timeout: float,
-                 max_attempts: int | None = None) -> None:
+                 max_attempts: int | None = None, rng: random.Random | None = None) -> None:
         self.specs = specs
         self.timeout = timeout
         self.backoff = Backoff(max_attempts=max_attempts)
         self.status = SourceStatus(specs[0].text)
-        self._random = random.Random()
+        self._random = rng if rng is not None else random.Random()
 
     def _deadline(self) -> float:
         return self.timeout if self.timeout > 0 else _CONNECT_TIMEOUT
