@@ -48,6 +48,8 @@ class Server:
         self.source: Source = open_source(args)
         self.format = "mpegts" if args.source == "test" and args.format == "auto" else args.format
         self.framer: Framer = self._new_framer()
+        # After a restart: True until the new stream's first keyframe.
+        self._resuming = False
         self.content_type = args.content_type or _CONTENT_TYPES.get(self.format, "video/mp2t")
         self.registry = ClientRegistry()
         self.display = Display(self.registry, interactive=sys.stderr.isatty())
@@ -177,11 +179,23 @@ class Server:
         framer starts over and waits for the new stream's headers and a
         keyframe, so clients resume on a clean keyframe."""
         self.framer = self._new_framer()
+        self._resuming = True
+
+    def _from_keyframe(self, buffers: list[Buffer]) -> list[Buffer]:
+        """After a restart, drop what comes before the new stream's first
+        keyframe: the clients' decoders have nothing to decode it against."""
+        if self._resuming:
+            for index, buffer in enumerate(buffers):
+                if not buffer.delta_unit:
+                    self._resuming = False
+                    return buffers[index:]
+            return []
+        return buffers
 
     async def _send_all(self, output: Output, buffers: list[Buffer]) -> None:
         if self.framer.header_changed:
             output.set_streamheader(self.framer.streamheader)
-        for buffer in buffers:
+        for buffer in self._from_keyframe(buffers):
             await output.send(buffer)
 
     async def _pump(self, output: Relay, items: trio.MemoryReceiveChannel[Item]) -> None:
