@@ -8,19 +8,20 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import trio
 
 from .. import Buffer, ClientStatus, Sink
-from ..framing import Framer, open_framer
+from ..framing import AutoFramer, Framer, open_framer
 from ..fronts import ClientRegistry
+from ._defaults import DEFAULT_FORMAT_BEFORE_DETECTION, format_defaults
 from ._display import Display
 from ._errors import CommandError
 from ._handlers import front_handlers, front_url, logging_callbacks
 from ._sources import Item, Source, Upstream, listen_error, open_source
+from ._timeline import Timeline
 from ._workers import Output, Relay, WorkerPool
 
 __all__ = ["Server"]
@@ -47,22 +48,21 @@ class Server:
         self.fronts = fronts
         self.source: Source = open_source(args)
         self.format = "mpegts" if args.source == "test" and args.format == "auto" else args.format
-        self.framer: Framer = self._new_framer()
-        # After a restart: True until the new stream's first keyframe.
-        self._resuming = False
+        self.framer: Framer = open_framer(self.format, chunk_size=args.chunk_size, fps=args.fps)
+        self.timeline = Timeline()  # pts that never go backwards (docs/framing.md)
+        # The format whose command defaults the Sink has (see _defaults).
+        self._defaults_format = (DEFAULT_FORMAT_BEFORE_DETECTION if self.format == "auto"
+                                 else self.format)
         self.content_type = args.content_type or _CONTENT_TYPES.get(self.format, "video/mp2t")
         self.registry = ClientRegistry()
         self.display = Display(self.registry, interactive=sys.stderr.isatty())
         self.display.source = self.source.status
 
-    def _new_framer(self) -> Framer:
-        return open_framer(self.format, chunk_size=self.args.chunk_size)
-
     def source_status(self) -> dict[str, Any]:
         """The ``"source"`` object of ``/stats``."""
         return self.source.status.snapshot(trio.current_time())
 
-    def _callbacks(self) -> dict[str, Callable[..., object]]:
+    def _callbacks(self) -> dict[str, Any]:  # Sink() checks each callback
         def added(stream: trio.abc.SendStream) -> None:
             self.display.client_added(stream)
 
@@ -119,7 +119,7 @@ class Server:
                         for url in urls:
                             print(url, flush=True)
                         if self.args.command == "demo":
-                            self._print_demo_help(listeners)
+                            self._print_demo_help(urls)
                         main.start_soon(self._watch_signals, main.cancel_scope)
                         main.start_soon(self.display.run)
                         send, receive = trio.open_memory_channel[Item](0)
@@ -153,19 +153,18 @@ class Server:
             raise
         return listeners
 
-    def _print_demo_help(self, listeners: dict[str, list[trio.SocketListener]]) -> None:
-        def address(front: str) -> str:
-            host, port = listeners[front][0].socket.getsockname()[:2]
-            return _address(host, port)
-
-        tcp, http, ws = (address(k) for k in ("tcp", "http", "ws"))
-        print(
-            f"{'':2}watch it:  ffplay tcp://{tcp}\n"
-            f"{'':2}           vlc http://{http}/stream\n"
-            f"{'':2}live stats in a browser: http://{http}/"
-            f"  (WebSocket: ws://{ws}/)",
-            file=sys.stderr, flush=True,
-        )
+    def _print_demo_help(self, urls: list[str]) -> None:
+        """How to watch the demo, with the URLs the fronts really listen on."""
+        url = {u.split("://", 1)[0]: u for u in urls}
+        hints = []
+        if "tcp" in url:
+            hints.append(f"watch it:  ffplay {url['tcp']}")
+        if "http" in url:
+            hints.append(f"{'':11}vlc {url['http']}stream")
+            hints.append(f"live stats in a browser: {url['http']}")
+        if "ws" in url:
+            hints.append(f"WebSocket: {url['ws']}")
+        print("\n".join("  " + hint for hint in hints), file=sys.stderr, flush=True)
 
     async def _watch_signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -176,27 +175,32 @@ class Server:
 
     def _restart(self) -> None:
         """A new upstream (connection, publisher, fallback origin): the
-        framer starts over and waits for the new stream's headers and a
-        keyframe, so clients resume on a clean keyframe."""
-        self.framer = self._new_framer()
-        self._resuming = True
+        framer starts over and emits nothing until the new stream's headers
+        and a keyframe (so clients resume on a clean keyframe, after the new
+        headers if they changed); pacing starts a new segment of the
+        timeline instead of waiting for, or bursting to, the new clock."""
+        self.framer.restart()
+        self.timeline.discontinuity()
 
-    def _from_keyframe(self, buffers: list[Buffer]) -> list[Buffer]:
-        """After a restart, drop what comes before the new stream's first
-        keyframe: the clients' decoders have nothing to decode it against."""
-        if self._resuming:
-            for index, buffer in enumerate(buffers):
-                if not buffer.delta_unit:
-                    self._resuming = False
-                    return buffers[index:]
-            return []
-        return buffers
+    def _apply_detected_defaults(self, output: Output) -> None:
+        """``--format auto``: once the format is known (again, after a
+        restart), the Sinks get the command's defaults for it."""
+        if not isinstance(self.framer, AutoFramer):
+            return
+        detected = self.framer.detected
+        if detected is None or detected == self._defaults_format:
+            return
+        self._defaults_format = detected
+        explicit: frozenset[str] = getattr(self.args, "explicit_properties", frozenset())
+        logger.info("input format: %s", detected)
+        output.set_properties(format_defaults(detected, explicit))
 
     async def _send_all(self, output: Output, buffers: list[Buffer]) -> None:
+        self._apply_detected_defaults(output)
         if self.framer.header_changed:
             output.set_streamheader(self.framer.streamheader)
-        for buffer in self._from_keyframe(buffers):
-            await output.send(buffer)
+        for buffer in buffers:
+            await output.send(self.timeline.stamp(buffer, trio.current_time()))
 
     async def _pump(self, output: Relay, items: trio.MemoryReceiveChannel[Item]) -> None:
         started = False

@@ -30,6 +30,7 @@ import trio
 
 from .. import Buffer, Sink
 from ..fronts import ClientRegistry
+from ._defaults import apply_properties
 from ._handlers import front_handlers, logging_callbacks
 
 __all__ = [
@@ -309,8 +310,7 @@ class Relay:
     def set_properties(self, properties: dict[str, Any]) -> None:
         if self.pool is not None:
             self.pool.set_properties(properties)
-        for name, value in properties.items():
-            setattr(self.sink, name, value)
+        apply_properties(self.sink, properties)
 
     def set_source_status(self, status: dict[str, Any], now: float) -> None:
         if self.pool is not None:
@@ -336,8 +336,7 @@ async def _receive_stream(stream: trio.SocketStream, sink: Sink, state: _WorkerS
             elif message.kind == STATUS:
                 state.source = message.value
             else:
-                for name, value in message.value.items():
-                    setattr(sink, name, value)
+                apply_properties(sink, message.value)
 
 
 async def _receive_clients(control: socket.socket, handlers: dict[str, Any],

@@ -32,6 +32,7 @@ import json
 import logging
 import string
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -91,6 +92,14 @@ def stats_document(sink: Sink, registry: ClientRegistry,
     if source is not None:
         doc["source"] = source
     return doc
+
+
+def _reason(status: int) -> bytes:
+    """The standard reason phrase of ``status`` (h11 sends none unless given)."""
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:  # a code with no registered phrase: the phrase is optional
+        return b""
 
 
 class HttpFront:
@@ -236,7 +245,8 @@ class HttpFront:
             ("Connection", "close"),
             *(extra or []),
         ]
-        data = conn.send(h11.Response(status_code=status, headers=headers)) or b""
+        data = conn.send(h11.Response(status_code=status, headers=headers,
+                                      reason=_reason(status))) or b""
         if not head:  # h11 knows a HEAD response has no body and would refuse one
             data += conn.send(h11.Data(data=body)) or b""
         data += conn.send(h11.EndOfMessage()) or b""
