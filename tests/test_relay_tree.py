@@ -122,9 +122,10 @@ async def kill(running: Running) -> None:
 async def test_relay_tree_survives_the_loss_of_its_origin_and_of_a_middle_relay() -> None:
     ffmpeg = need_tool("ffmpeg")
     origin_port, middle_port = free_port(), free_port()
-    origin_args = ["test", "--tcp", f"127.0.0.1:{origin_port}", *_KEYFRAMES]
-    middle_args = [f"tcp://127.0.0.1:{origin_port}", "--tcp", f"127.0.0.1:{middle_port}",
-                   *_KEYFRAMES]
+    # the middle relay pulls the origin's HTTP /stream, the last one its TCP front
+    origin_args = ["test", "--http", f"127.0.0.1:{origin_port}", *_KEYFRAMES]
+    middle_args = [f"http://127.0.0.1:{origin_port}/stream", "--tcp",
+                   f"127.0.0.1:{middle_port}", *_KEYFRAMES]
     players = [Player(), Player()]
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
@@ -166,6 +167,7 @@ async def test_relay_tree_survives_the_loss_of_its_origin_and_of_a_middle_relay(
             assert middle.process.returncode is None
             assert b"source tcp://127.0.0.1:%d: reconnecting" % middle_port in last.stderr
             assert b"Traceback" not in last.stderr + middle.stderr
+            assert b"source http://127.0.0.1:%d/stream: live" % origin_port in middle.stderr
             last.process.send_signal(signal.SIGTERM)
             assert await last.process.wait() == 0
             nursery.cancel_scope.cancel()

@@ -6,7 +6,10 @@ bodies of every framing."""
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import signal
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -14,6 +17,7 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
+from _server import COMMAND, run_server
 
 from trio_msink.cli._errors import CommandError
 from trio_msink.cli._source_state import Backoff, SourceState, SourceStatus
@@ -392,3 +396,115 @@ async def test_http_pull_non_200_is_a_failed_attempt() -> None:
     assert source.status.last_error == "HTTP 404 Not Found"
     assert source.status.state is SourceState.CONNECTING
     assert collector.items == []
+
+
+# -- the command: exit status ------------------------------------------------------------------
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["udp://127.0.0.1:5"], "SOURCE: unsupported URL 'udp://127.0.0.1:5'"),
+        (["/no/such/file.ts"], "SOURCE: no such file"),
+        (["http://127.0.0.1:port/x"], "SOURCE http://127.0.0.1:port/x: expected HOST:PORT"),
+        (["tcp://127.0.0.1:1", "--ingest", "tcp://127.0.0.1:2"], "replaces SOURCE"),
+    ],
+)
+def test_a_source_that_can_never_work_exits_2_with_one_line(args: list[str], text: str) -> None:
+    result = subprocess.run([*COMMAND, "serve", *args, "--tcp", "127.0.0.1:0"],
+                            capture_output=True, text=True, timeout=30, check=False,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("trio-msink: error: ") and text in lines[-1], lines
+    assert "Traceback" not in result.stderr and len(lines) <= 2
+    assert result.stdout == ""  # nothing was served
+
+
+def test_reconnect_max_exits_1_with_one_line() -> None:
+    port = _closed_port()
+    result = subprocess.run(
+        [*COMMAND, "serve", f"tcp://127.0.0.1:{port}", "--reconnect-max", "3",
+         "--tcp", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"trio-msink: error: SOURCE tcp://127.0.0.1:{port}: gave up after 3 failed attempts "
+        "(connection refused)")
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_relay_without_its_origin_waits_shows_why_and_stops_only_on_a_signal() -> None:
+    port = _closed_port()
+    with trio.fail_after(30):
+        async with run_server(["serve", f"tcp://127.0.0.1:{port}", "--tcp", "127.0.0.1:0",
+                               "--http", "127.0.0.1:0"], fronts=2) as server:
+            await server.wait_log(b"connecting (connection refused)")
+            await trio.sleep(1.5)  # several more attempts: still running, nothing more logged
+            assert server.process.returncode is None
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port("http"))
+            await stream.send_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+            response = b""
+            async for chunk in stream:
+                response += chunk
+            source = json.loads(response.split(b"\r\n\r\n", 1)[1])["source"]
+            assert source["spec"] == f"tcp://127.0.0.1:{port}"
+            assert source["state"] == "connecting"
+            assert source["last_error"] == "connection refused"
+            assert source["bytes_in"] == 0 and source["reconnects"] == 0
+            server.process.send_signal(signal.SIGTERM)
+            assert await server.process.wait() == 0
+    assert b"Traceback" not in server.stderr
+    assert server.stderr.count(b"connection refused") == 1  # one line per change
+
+
+# -- the source shown everywhere: /stats, the page, the display ----------------------------
+def _live_status() -> SourceStatus:
+    status = SourceStatus("tcp://origin:9000")
+    status.live("tcp://origin:9000", 100.0)
+    status.received(250_000, 100.0)
+    status.received(250_000, 104.0)
+    status.lost("closed by the origin", 105.0)
+    status.live("tcp://origin:9000", 106.0)
+    return status
+
+
+async def test_stats_document_and_page_show_the_source() -> None:
+    from trio_msink import Sink
+    from trio_msink.fronts import ClientRegistry
+    from trio_msink.fronts.http import render_page, stats_document
+
+    snapshot = _live_status().snapshot(108.0)
+    async with Sink() as sink:
+        registry = ClientRegistry()
+        assert "source" not in stats_document(sink, registry)
+        doc = stats_document(sink, registry, snapshot)
+        page = render_page(sink, registry, "/stats", snapshot)
+        bare = render_page(sink, registry)
+    assert doc["source"] == {"spec": "tcp://origin:9000", "state": "live", "uptime": 2.0,
+                             "bytes_in": 500_000, "bitrate_in": 250_000, "reconnects": 1,
+                             "last_error": "closed by the origin"}
+    assert '<table id="source-stats">' in page
+    assert '<td id="source-state">live</td>' in page
+    assert '<td id="source-last_error">closed by the origin</td>' in page
+    assert '<td id="source-reconnects">1</td>' in page
+    assert '<table id="source-stats" hidden>' in bare
+
+
+async def test_the_display_has_a_source_line() -> None:
+    from trio_msink.cli._display import Display
+    from trio_msink.fronts import ClientRegistry
+
+    display = Display(ClientRegistry(), interactive=True)
+    display.source = _live_status()
+    line = display.source_line(108.0)
+    assert line == ("source tcp://origin:9000: live, up 2 s, 500.0 kB in, 250 kbit/s, "
+                    "1 reconnects, last error: closed by the origin")
+    assert Display(ClientRegistry(), interactive=True).source_line(0.0) == ""
