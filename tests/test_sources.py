@@ -508,3 +508,33 @@ async def test_the_display_has_a_source_line() -> None:
     assert line == ("source tcp://origin:9000: live, up 2 s, 500.0 kB in, 250 kbit/s, "
                     "1 reconnects, last error: closed by the origin")
     assert Display(ClientRegistry(), interactive=True).source_line(0.0) == ""
+
+
+# -- the command's defaults follow the detected format ------------------------------------
+class _Recorder:
+    def __init__(self) -> None:
+        self.properties: list[dict[str, object]] = []
+
+    def set_properties(self, properties: dict[str, object]) -> None:
+        self.properties.append(properties)
+
+
+def test_auto_detected_format_brings_its_defaults_except_the_flags_given() -> None:
+    from trio_msink import SyncMethod
+    from trio_msink.cli._defaults import format_defaults
+    from trio_msink.cli._main import _parser, command_properties
+    from trio_msink.cli._options import explicit_properties
+    from trio_msink.cli._server import Server
+
+    args, _ = _parser().parse_known_args(["serve", "-", "--timeout", "3"])
+    args.explicit_properties = explicit_properties(args)
+    server = Server(args, command_properties(args), {"tcp": ("127.0.0.1", 0)})
+    output = _Recorder()
+    server._apply_detected_defaults(output)  # type: ignore[arg-type]
+    assert output.properties == []  # still probing: the video defaults stay
+    server.framer.feed(b"\x01\x02\x03" * 3000)  # no sync bytes, no start codes: raw
+    server._apply_detected_defaults(output)  # type: ignore[arg-type]
+    server._apply_detected_defaults(output)  # type: ignore[arg-type]
+    assert output.properties == [format_defaults("raw", {"timeout"})]
+    assert output.properties[0]["sync_method"] == SyncMethod.LATEST
+    assert "timeout" not in output.properties[0]
