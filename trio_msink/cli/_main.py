@@ -18,7 +18,7 @@ from ..fronts.http import DEFAULT_HEADER_TIMEOUT
 from ._defaults import describe_default, format_defaults
 from ._errors import CommandError
 from ._options import add_sink_flags, explicit_properties, flag_of, sink_properties
-from ._sources import SourceError, parse_host_port
+from ._sources import SourceError, add_source_flags, parse_host_port
 
 __all__ = ["main"]
 
@@ -66,12 +66,15 @@ def _parser() -> _Parser:
     serve = sub.add_parser("serve", help="serve SOURCE to clients", prog=f"{PROG} serve",
                            usage="%(prog)s [SOURCE] [options]")
     serve.add_argument("source", nargs="?", default="-", metavar="SOURCE",
-                       help="-, a file, tcp://HOST:PORT or test (default: -, stdin)")
+                       help="-, a file, tcp://HOST:PORT, http://HOST:PORT/PATH or test "
+                            "(default: -, stdin)")
     _add_server_flags(serve)
+    add_source_flags(serve)
     add_sink_flags(serve)
     demo = sub.add_parser("demo", help="serve the test stream on TCP 9000, HTTP 8080, WS 8081",
                           prog=f"{PROG} demo", usage="%(prog)s [options]")
     _add_server_flags(demo, DEMO_FRONTS)
+    add_source_flags(demo, positional=False)
     add_sink_flags(demo, _describe_demo_default)
     parser.commands = {"serve": serve, "demo": demo}
     return parser
