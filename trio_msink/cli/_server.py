@@ -19,6 +19,7 @@ from ..framing import open_framer
 from ..fronts import ClientRegistry, HttpFront, WebSocketFront
 from ._display import Display
 from ._sources import open_source
+from ._timeline import Timeline
 
 __all__ = ["Output", "Server", "front_handlers", "front_url"]
 
@@ -101,7 +102,7 @@ class Server:
         self.registry = ClientRegistry()
         self.display = Display(self.registry, interactive=sys.stderr.isatty())
 
-    def _callbacks(self) -> dict[str, Callable[..., object]]:
+    def _callbacks(self) -> dict[str, Any]:  # Sink() checks each callback
         def added(stream: trio.abc.SendStream) -> None:
             self.display.client_added(stream)
 
@@ -207,6 +208,7 @@ class Server:
     async def _pump(self, sink: Output) -> None:
         framer = self.framer
         headers: list[bytes] = []
+        timeline = Timeline()  # pts that never go backwards (docs/framing.md)
 
         async def send_all(buffers: list[Buffer]) -> None:
             nonlocal headers
@@ -215,7 +217,7 @@ class Server:
                 headers = current
                 sink.set_streamheader(framer.streamheader)
             for buffer in buffers:
-                await sink.send(buffer)
+                await sink.send(timeline.stamp(buffer, trio.current_time()))
 
         async with aclosing(self.source) as source:
             async for chunk in source:
