@@ -223,16 +223,22 @@ def _help(command: str, capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_serve_help_shows_the_defaults_in_force(capsys: pytest.CaptureFixture[str]) -> None:
     text = _help("serve", capsys)
-    assert "--units-max N hard limit in --unit-format units (default: 10 s for " \
-           "mpegts/h264/auto, 4 MiB for raw)" in text
+    assert "--units-max N hard limit in unit_format units (an extra, independent limit) " \
+           "(default: 10 s for mpegts/h264/auto, 4 MiB for raw)" in text
     assert "(default: latest-keyframe for mpegts/h264/auto, latest for raw)" in text
-    assert "seconds without write progress before a client is dropped (0: off) " \
-           "(default: 10 s)" in text
-    assert "(default: 5.0)" in text  # --linger: the library's own
+    assert "over it → removed SLOW (default: 10 s)" in text  # --timeout
+    assert "(-1 = no limit) (default: 5.0)" in text  # --linger: the library's own
 
 
 def test_demo_help_shows_its_own_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     text = _help("demo", capsys)
-    assert "keep at least this many seconds of history (default: 2)" in text
+    assert "keep at least this many seconds of history (PTS span) (default: 2)" in text
     assert "(default: 10 s)" in text and "for raw" not in text
     assert "(default: 127.0.0.1:9000)" in text
+
+
+def test_the_command_defaults_name_sink_properties_with_valid_values() -> None:
+    declared = {p.name: p for p in Sink.properties()}
+    for fmt in ("mpegts", "h264", "raw"):
+        for name, value in format_defaults(fmt, ()).items():
+            assert declared[name].check(value) == value

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import trio
 
+from .. import PropertyTypeError, PropertyValueError, Sink
 from ..framing import DEFAULT_CHUNK_SIZE, FORMATS
 from ..fronts.http import DEFAULT_HEADER_TIMEOUT
 from ._defaults import describe_default, format_defaults
@@ -134,17 +135,13 @@ def _add_server_flags(parser: argparse.ArgumentParser,
                         help="log debug details; on a failure, print its traceback too")
 
 
-def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
+def _check_flags(command: argparse.ArgumentParser, args: argparse.Namespace,
                  props: dict[str, Any]) -> dict[str, tuple[str, int]]:
     """Validate every flag before anything starts; returns the fronts."""
-    from .. import Sink
-
     try:
         Sink(**props)
-    except (TypeError, ValueError) as exc:
-        name = str(exc).split(" ", 1)[0].rstrip(":")
-        flag = flag_of(name) if name in props else "options"
-        parser.error(f"argument {flag}: {exc}")
+    except (PropertyValueError, PropertyTypeError) as exc:
+        command.error(f"argument {flag_of(exc.name)}: {exc}")
     fronts: dict[str, tuple[str, int]] = {}
     for front in ("tcp", "http", "ws"):
         value = getattr(args, front)
@@ -152,15 +149,15 @@ def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
             try:
                 fronts[front] = parse_host_port(value, f"argument --{front}")
             except SourceError as exc:
-                parser.error(str(exc))
+                command.error(str(exc))
     if not fronts:
         fronts["tcp"] = ("127.0.0.1", 4953)  # tcpserversink's default port
     if args.workers < 1:
-        parser.error(f"argument --workers: must be >= 1, not {args.workers}")
+        command.error(f"argument --workers: must be >= 1, not {args.workers}")
     if args.chunk_size <= 0:
-        parser.error(f"argument --chunk-size: must be > 0, not {args.chunk_size}")
+        command.error(f"argument --chunk-size: must be > 0, not {args.chunk_size}")
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
-        parser.error(f"argument --fps: must be a number > 0, not {args.fps:g}")
+        command.error(f"argument --fps: must be a number > 0, not {args.fps:g}")
     return fronts
 
 
