@@ -30,6 +30,8 @@ PROG = "trio-msink"
 # stops reading is removed after 10 s), plus 2 s of history so that a joining
 # player has a keyframe at once, and a short linger for a quick Ctrl-C.
 DEMO_EXTRAS: dict[str, Any] = {"time_min": 2.0, "linger": 2.0}
+# With no front flag: tcpserversink's default port, on loopback.
+DEFAULT_TCP = ("127.0.0.1", 4953)
 DEMO_FRONTS = {"tcp": "127.0.0.1:9000", "http": "127.0.0.1:8080", "ws": "127.0.0.1:8081"}
 
 
@@ -106,7 +108,11 @@ def _add_server_flags(parser: argparse.ArgumentParser,
     fronts = fronts or {}
 
     def default(front: str) -> str:
-        return f" (default: {fronts[front]})" if front in fronts else ""
+        if front in fronts:
+            return f" (default: {fronts[front]})"
+        if front == "tcp":
+            return f" (default: {DEFAULT_TCP[0]}:{DEFAULT_TCP[1]} when no front is given)"
+        return ""
 
     parser.add_argument("--tcp", metavar="HOST:PORT", default=fronts.get("tcp"),
                         help="serve raw stream bytes on this TCP address" + default("tcp"))
@@ -151,7 +157,7 @@ def _check_flags(command: argparse.ArgumentParser, args: argparse.Namespace,
             except SourceError as exc:
                 command.error(str(exc))
     if not fronts:
-        fronts["tcp"] = ("127.0.0.1", 4953)  # tcpserversink's default port
+        fronts["tcp"] = DEFAULT_TCP
     if args.workers < 1:
         command.error(f"argument --workers: must be >= 1, not {args.workers}")
     if args.chunk_size <= 0:
