@@ -49,6 +49,9 @@ OnDispatched = Callable[[trio.abc.SendStream, Buffer], object] | None
 class SinkProperties(Properties):
     """The validated properties of a :class:`~trio_msink.Sink`."""
 
+    # One declaration per property, alike by design: the lines below are the
+    # single source of truth, so their repeated shape is not duplicated logic.
+
     buffers_max: int = setting(
         COUNT, default=-1, unit="buffers",
         doc="hard limit on a client's lag in buffers; over it → removed ``SLOW``")
