@@ -121,8 +121,7 @@ class DirectWriter:
                 if history.has_waiting(cursor):
                     self.unpark(client)
                 continue
-            start = cursor.next
-            assert start is not None
+            start, _ = history.waiting(cursor)
             if start >= end:
                 continue
             found = shared.get(start)

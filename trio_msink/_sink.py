@@ -280,12 +280,14 @@ class Sink(SinkProperties):
         method = self.sync_method
         if sync_method is not None:
             method = check_sync("sync_method", sync_method)
-        burst = check_burst(
-            self.burst_format if min_format is None else min_format,
-            self.burst_value if min_value == -1 and min_format is None else min_value,
-            Format.UNDEFINED if max_format is None else max_format,
-            max_value,
-        )
+        burst = self._default_burst()
+        if (min_format, min_value, max_format, max_value) != (None, -1, None, -1):
+            burst = check_burst(
+                burst.min_format if min_format is None else min_format,
+                burst.min_value if min_value == -1 and min_format is None else min_value,
+                burst.max_format if max_format is None else max_format,
+                max_value,
+            )
         client = self._add(stream, method, burst)
         if client is None:
             await trio.lowlevel.checkpoint()
