@@ -43,7 +43,8 @@ def bin_value(b: int) -> float:
     return float((mant + _SUB) << shift) + ((1 << shift) - 1) / 2.0
 
 
-def merge_hist(into: dict[int, int], other: Mapping[int | str, int]) -> None:
+def merge_hist(into: dict[int, int], other: Mapping[int, int] | Mapping[str, int]) -> None:
+    """Add the counts of ``other`` (bins as ints, or as strings from JSON) to ``into``."""
     for k, v in other.items():
         key = int(k)
         into[key] = into.get(key, 0) + int(v)

@@ -117,22 +117,24 @@ def free_port() -> int:
 
 
 class Server:
-    """A running server process (its own process group), fed from ``stdin_fd``."""
+    """A running server process (its own process group), fed from ``stdin_fd``.
 
-    def __init__(self, spec: ServerSpec, *, size: int, buffers_max: int, buffers_soft_max: int,
-                 sync_method: str, recover_policy: str, stdin_fd: int, log: IO[bytes],
+    ``port`` 0: the command listens on a port of its choice and prints
+    ``tcp://HOST:PORT`` as its first line on stdout (trio-msink); otherwise it
+    listens on ``port`` and is polled until it accepts connections.
+    Raises :class:`ServerError` if it exits or is not ready within ``timeout``
+    seconds (and stops it).
+    """
+
+    def __init__(self, cmd: list[str], *, stdin_fd: int, log: IO[bytes], port: int = 0,
                  timeout: float = 20.0) -> None:
-        self.spec = spec
-        port = free_port() if spec.kind == "gst" else 0
-        cmd = spec.command(size=size, buffers_max=buffers_max, buffers_soft_max=buffers_soft_max,
-                           sync_method=sync_method, recover_policy=recover_policy, port=port)
         self.cmd = cmd
         self.proc = subprocess.Popen(
-            cmd, stdin=stdin_fd, stdout=subprocess.PIPE if spec.kind == "trio" else log,
+            cmd, stdin=stdin_fd, stdout=subprocess.PIPE if port == 0 else log,
             stderr=log, start_new_session=True, cwd=BENCH_DIR.parent,
         )
         try:
-            if spec.kind == "trio":
+            if port == 0:
                 self.port = self._read_url(timeout, log)
             else:
                 self._wait_port(port, timeout)
@@ -140,6 +142,16 @@ class Server:
         except BaseException:
             self.stop()
             raise
+
+    @classmethod
+    def start(cls, spec: ServerSpec, *, size: int, buffers_max: int, buffers_soft_max: int,
+              sync_method: str, recover_policy: str, stdin_fd: int, log: IO[bytes],
+              timeout: float = 20.0) -> Server:
+        """Start one server variant of the fan-out benchmark with these settings."""
+        port = free_port() if spec.kind == "gst" else 0
+        cmd = spec.command(size=size, buffers_max=buffers_max, buffers_soft_max=buffers_soft_max,
+                           sync_method=sync_method, recover_policy=recover_policy, port=port)
+        return cls(cmd, stdin_fd=stdin_fd, log=log, port=port, timeout=timeout)
 
     def _read_url(self, timeout: float, log: IO[bytes]) -> int:
         out = self.proc.stdout

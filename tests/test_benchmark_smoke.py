@@ -1,18 +1,24 @@
-"""A tiny run of the fan-out benchmark (benchmarks/fanout.py) against the
-trio_msink server only: 3 clients, 1 s window. Checks the table's shape and
-that bytes flowed; never timings."""
+"""Tiny runs of the benchmarks: the fan-out benchmark (benchmarks/fanout.py)
+against the trio_msink server only (3 clients, 1 s window) and the relay-hop
+latency benchmark (benchmarks/relay_latency.py --quick). They check the
+tables' shape, that bytes flowed whole and in order, and that the fan-out
+report takes its targets from the plan's table; never timings."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FANOUT = ROOT / "benchmarks" / "fanout.py"
+BENCHMARKS = ROOT / "benchmarks"
+FANOUT = BENCHMARKS / "fanout.py"
+RELAY_LATENCY = BENCHMARKS / "relay_latency.py"
 COLUMNS = ["server", "scenario", "size", "N", "src MB/s", "MB/s", "MB/CPU-s", "CPU %",
            "p50 ms", "p99 ms", "loss %", "drops", "TTFB p50 ms", "TTFB p99 ms", "RSS MiB",
            "KiB/client"]
@@ -41,3 +47,78 @@ def test_fanout_smoke(tmp_path: Path, trio_cmd: str) -> None:
     assert row["buffers"] > 0
     assert row["bad"] == 0  # every client stayed on buffer boundaries
     assert row["p50_ms"] is not None and row["rss_mib"] > 0
+
+
+RELAY_COLUMNS = ["Mbit/s", "relays", "N", "samples", "p50 ms", "p99 ms", "+p50 ms/relay",
+                 "+p99 ms/relay", "loss %", "delivered %"]
+
+
+def _table(stdout: str) -> list[list[str]]:
+    """The rows of the first markdown table in ``stdout`` (header first, no rule)."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in stdout.splitlines() if line.startswith("|")]
+    return [rows[0], *rows[2:]]
+
+
+def test_relay_latency_quick_prints_a_row_per_relay_count(tmp_path: Path) -> None:
+    out_json = tmp_path / "relays.json"
+    proc = subprocess.run(
+        [sys.executable, str(RELAY_LATENCY), "--quick", "--json", str(out_json)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    header, *rows = _table(proc.stdout)
+    assert header == RELAY_COLUMNS
+    cells = [dict(zip(header, row, strict=True)) for row in rows]
+    assert [(c["Mbit/s"], c["relays"], c["N"]) for c in cells] == \
+        [("4", "0", "2"), ("4", "1", "2"), ("4", "3", "2")]
+    for c in cells:
+        assert int(c["samples"]) > 0
+        assert 0 <= float(c["p50 ms"]) <= float(c["p99 ms"])
+        assert float(c["loss %"]) == 0  # every buffer arrived, through every relay
+        assert float(c["delivered %"]) > 0
+    for c in cells[1:]:  # the added latency is a number (of either sign: noise)
+        float(c["+p50 ms/relay"])
+        float(c["+p99 ms/relay"])
+    assert cells[0]["+p50 ms/relay"] == "-"
+    data = json.loads(out_json.read_text())
+    assert [(r["hops"], r["runs"], r["bad"], r["errors"]) for r in data["results"]] == \
+        [(0, 1, 0, []), (1, 1, 0, []), (3, 1, 0, [])]
+
+
+@pytest.fixture
+def bench_modules(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The benchmark's modules importable (they import each other by bare name)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    yield
+    for name in ("_plan", "_results", "_report", "_servers", "_common"):
+        sys.modules.pop(name, None)
+
+
+def test_fanout_targets_come_from_the_plan_table(
+        bench_modules: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import _plan
+    import _report
+    from _results import Result
+
+    def rows(server: str, kib: float, ttfb: float, mb_s: float) -> list[Result]:
+        return [Result(server, "paced-sweep", 1316, 100, mb_s=mb_s),
+                Result(server, "unpaced", 65536, 100, mb_s=mb_s),
+                Result(server, "stalled-all", 4096, 1000, kib_per_client=kib),
+                Result(server, "ttfb", 1316, 100, ttfb_p50_ms=ttfb)]
+
+    results = rows("gst", 2.0, 15.0, 100.0) + rows("trio", 19.0, 1.0, 60.0)
+    lines = _report.target_lines(results)
+    assert lines == [
+        "paced sweep 1316 B N=100: trio/gst = 0.60x (target >= 0.5x) MET",
+        "unpaced 65536 B N=100: trio/gst = 0.60x (target >= 1.0x) MISSED",
+        "memory stalled-all 4096 B N=1000: trio 19.0 KiB/client (target < 20) MET",
+        "TTFB at 50 kB/s 1316 B N=100: trio 1.00 ms vs gst 15.00 ms (target: below) MET",
+    ]
+    # One table: a changed need changes the verdict, a removed target its line.
+    paced, _unpaced, memory, _ttfb = _plan.TARGETS
+    monkeypatch.setattr(_report, "TARGETS", (replace(paced, need=0.75), memory))
+    assert _report.target_lines(results) == [
+        "paced sweep 1316 B N=100: trio/gst = 0.60x (target >= 0.75x) MISSED",
+        "memory stalled-all 4096 B N=1000: trio 19.0 KiB/client (target < 20) MET",
+    ]

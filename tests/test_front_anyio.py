@@ -7,6 +7,7 @@ import anyio.abc
 import pytest
 import trio
 import trio.testing
+from conftest import Events
 
 from trio_msink import Buffer, ClientStatus, Sink
 from trio_msink.fronts import AnyioSendStream, AnyioStream
@@ -44,20 +45,6 @@ def byte_stream_pair() -> tuple[MemoryByteStream, MemoryByteStream]:
     return MemoryByteStream(a_send, a_receive), MemoryByteStream(b_send, b_receive)
 
 
-class Events:
-    def __init__(self) -> None:
-        self.removed: list[ClientStatus] = []
-        self.added = trio.Event()
-        self.gone = trio.Event()
-
-    def callbacks(self) -> dict[str, object]:
-        return {
-            "on_client_added": lambda stream: self.added.set(),
-            "on_client_removed": lambda stream, status: self.removed.append(status),
-            "on_client_socket_removed": lambda stream: self.gone.set(),
-        }
-
-
 async def test_anyio_tcp_listener_clients_get_the_stream() -> None:
     events = Events()
     statuses: list[ClientStatus] = []
@@ -72,7 +59,7 @@ async def test_anyio_tcp_listener_clients_get_the_stream() -> None:
 
             nursery.start_soon(listener.serve, handle)
             client = await anyio.connect_tcp("127.0.0.1", port)
-            await events.added.wait()
+            await events.wait_added(1)
             await sink.send(b"one|")
             await sink.send(Buffer([b"tw", bytearray(b"o|")]))
             await sink.send(Buffer(memoryview(b"three"), delta_unit=True))
@@ -82,8 +69,8 @@ async def test_anyio_tcp_listener_clients_get_the_stream() -> None:
                 got += await client.receive()
             assert got == expected
             await client.aclose()
-            await events.gone.wait()
-            assert events.removed == [ClientStatus.CLOSED]
+            await events.wait_socket_removed()
+            assert events.statuses == [ClientStatus.CLOSED]
             await trio.testing.wait_all_tasks_blocked()
             assert statuses == [ClientStatus.CLOSED]
             nursery.cancel_scope.cancel()
@@ -95,7 +82,7 @@ async def test_send_stream_over_memory_byte_stream() -> None:
         async with Sink(**events.callbacks()) as sink:
             ours, theirs = byte_stream_pair()
             sink.add(AnyioSendStream(ours))
-            await events.added.wait()
+            await events.wait_added(1)
             for data in (b"abc", Buffer([b"d", b"ef"]), b"g"):
                 await sink.send(data)
             assert [await theirs.receive() for _ in range(3)] == [b"abc", b"def", b"g"]
@@ -103,8 +90,8 @@ async def test_send_stream_over_memory_byte_stream() -> None:
             # trio's, which removes the client CLOSED (not ERROR).
             await theirs.aclose()
             await sink.send(b"lost")
-            await events.gone.wait()
-            assert events.removed == [ClientStatus.CLOSED]
+            await events.wait_socket_removed()
+            assert events.statuses == [ClientStatus.CLOSED]
 
 
 async def test_stream_end_of_stream_is_detected_while_idle() -> None:
@@ -113,10 +100,10 @@ async def test_stream_end_of_stream_is_detected_while_idle() -> None:
         async with Sink(**events.callbacks()) as sink:
             ours, theirs = byte_stream_pair()
             sink.add(AnyioStream(ours))
-            await events.added.wait()
+            await events.wait_added(1)
             await theirs.send_eof()  # anyio.EndOfStream on our side: b"" for the sink
-            await events.gone.wait()
-            assert events.removed == [ClientStatus.CLOSED]
+            await events.wait_socket_removed()
+            assert events.statuses == [ClientStatus.CLOSED]
 
 
 async def test_adapter_contract() -> None:

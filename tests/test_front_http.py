@@ -10,6 +10,7 @@ from functools import partial
 
 import trio
 import trio.testing
+from conftest import Events, read_all
 
 from trio_msink import Buffer, ClientStatus, Sink
 from trio_msink.fronts import ClientRegistry, HttpFront
@@ -46,17 +47,11 @@ async def read_head(stream: trio.abc.ReceiveStream) -> tuple[int, dict[str, str]
     return parse_head(data)
 
 
-async def read_to_eof(stream: trio.abc.ReceiveStream, data: bytes = b"") -> bytes:
-    while chunk := await stream.receive_some():
-        data += chunk
-    return data
-
-
 async def fetch(port: int, raw: bytes) -> Response:
     """Send ``raw``, read until the server closes, parse the response."""
     async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
         await stream.send_all(raw)
-        status, headers, body = parse_head(await read_to_eof(stream))
+        status, headers, body = parse_head(await read_all(stream))
     return Response(status, headers, body)
 
 
@@ -66,24 +61,10 @@ async def start_front(nursery: trio.Nursery, front: HttpFront) -> int:
     return port
 
 
-def recorder(
-    added: list[trio.abc.SendStream], removed: list[ClientStatus], event: trio.Event
-) -> dict[str, object]:
-    def on_added(stream: trio.abc.SendStream) -> None:
-        added.append(stream)
-        event.set()
-
-    return {"on_client_added": on_added,
-            "on_client_removed": lambda stream, status: removed.append(status)}
-
-
 async def test_stream_body_is_the_raw_stream() -> None:
-    added: list[trio.abc.SendStream] = []
-    removed: list[ClientStatus] = []
-    event = trio.Event()
+    events = Events()
     with trio.fail_after(10):
-        async with Sink(**recorder(added, removed, event)) as sink, \
-                trio.open_nursery() as nursery:
+        async with Sink(**events.callbacks()) as sink, trio.open_nursery() as nursery:
             front = HttpFront(sink)
             port = await start_front(nursery, front)
             client = await trio.open_tcp_stream("127.0.0.1", port)
@@ -95,7 +76,7 @@ async def test_stream_body_is_the_raw_stream() -> None:
             assert "content-length" not in headers
             assert "transfer-encoding" not in headers
             assert early == b""
-            await event.wait()
+            await events.wait_added(1)
             assert len(front.registry) == 1
             await sink.send(b"first|")
             await sink.send(Buffer([b"sec", b"ond|"]))
@@ -105,31 +86,26 @@ async def test_stream_body_is_the_raw_stream() -> None:
             while len(body) < len(expected):
                 body += await client.receive_some()
             # The sink lets go of the client; the front must close the connection.
-            sink.remove(added[0])
-            assert await read_to_eof(client, body) == expected
-            assert removed == [ClientStatus.REMOVED]
+            sink.remove(events.added[0])
+            assert body + await read_all(client) == expected
+            assert events.statuses == [ClientStatus.REMOVED]
             assert len(front.registry) == 0
             await client.aclose()
             nursery.cancel_scope.cancel()
 
 
 async def test_client_closing_is_removed_closed() -> None:
-    added: list[trio.abc.SendStream] = []
-    removed: list[ClientStatus] = []
-    event = trio.Event()
+    events = Events()
     with trio.fail_after(10):
-        async with Sink(**recorder(added, removed, event)) as sink, \
-                trio.open_nursery() as nursery:
-            gone = trio.Event()
-            sink.on_client_socket_removed = lambda stream: gone.set()
+        async with Sink(**events.callbacks()) as sink, trio.open_nursery() as nursery:
             port = await start_front(nursery, HttpFront(sink, content_type="audio/mpeg"))
             async with await trio.open_tcp_stream("127.0.0.1", port) as client:
                 await client.send_all(GET_STREAM)
                 _, headers, _ = await read_head(client)
                 assert headers["content-type"] == "audio/mpeg"
-                await event.wait()
-            await gone.wait()
-            assert removed == [ClientStatus.CLOSED]
+                await events.wait_added(1)
+            await events.wait_socket_removed()
+            assert events.statuses == [ClientStatus.CLOSED]
             nursery.cancel_scope.cancel()
 
 
@@ -257,7 +233,7 @@ async def test_error_responses() -> None:
 async def test_slow_header_client_is_dropped_others_stream(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    event = trio.Event()
+    events = Events()
     statuses: list[ClientStatus | None] = []
     served = [trio.Event(), trio.Event()]
 
@@ -266,7 +242,7 @@ async def test_slow_header_client_is_dropped_others_stream(
         served[len(statuses) - 1].set()
 
     with trio.fail_after(100):
-        async with Sink(**recorder([], [], event)) as sink, trio.open_nursery() as nursery:
+        async with Sink(**events.callbacks()) as sink, trio.open_nursery() as nursery:
             front = HttpFront(sink, header_timeout=10.0)
             slow, slow_server = trio.testing.memory_stream_pair()
             good, good_server = trio.testing.memory_stream_pair()
@@ -277,7 +253,7 @@ async def test_slow_header_client_is_dropped_others_stream(
             await good.send_all(GET_STREAM)
             status, _, _ = await read_head(good)
             assert status == 200
-            await event.wait()
+            await events.wait_added(1)
             await sink.send(b"before")
             assert await good.receive_some() == b"before"
             # The slow client gets nothing, and is closed at the timeout.

@@ -7,6 +7,7 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
+from conftest import Events
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
@@ -17,27 +18,6 @@ from trio_websocket import (
 
 from trio_msink import Buffer, ClientStatus, Sink
 from trio_msink.fronts import ClientRegistry, WebSocketFront, WebSocketSendStream
-
-
-class Events:
-    """Sink callbacks that record and signal."""
-
-    def __init__(self) -> None:
-        self.added: list[trio.abc.SendStream] = []
-        self.removed: list[ClientStatus] = []
-        self.added_event = trio.Event()
-        self.gone_event = trio.Event()
-
-    def callbacks(self) -> dict[str, object]:
-        return {
-            "on_client_added": self._added,
-            "on_client_removed": lambda stream, status: self.removed.append(status),
-            "on_client_socket_removed": lambda stream: self.gone_event.set(),
-        }
-
-    def _added(self, stream: trio.abc.SendStream) -> None:
-        self.added.append(stream)
-        self.added_event.set()
 
 
 async def start(nursery: trio.Nursery, front: WebSocketFront) -> str:
@@ -53,7 +33,7 @@ async def test_each_buffer_is_one_binary_message() -> None:
             url = await start(nursery, WebSocketFront(sink, registry=registry))
             buffers = [b"first", b"x" * 70_000, b"\x00\x01", b"last"]
             async with open_websocket_url(url + "/live") as ws:
-                await events.added_event.wait()
+                await events.wait_added(1)
                 [(_, info)] = list(registry)
                 assert info.front == "websocket"
                 local = ws.local
@@ -68,8 +48,8 @@ async def test_each_buffer_is_one_binary_message() -> None:
                 await sink.send(b"more")
                 assert await ws.get_message() == b"more"
             # The peer closed: the client is removed CLOSED, without any write.
-            await events.gone_event.wait()
-            assert events.removed == [ClientStatus.CLOSED]
+            await events.wait_socket_removed()
+            assert events.statuses == [ClientStatus.CLOSED]
             await trio.testing.wait_all_tasks_blocked()  # the handler unregisters
             assert len(registry) == 0
             nursery.cancel_scope.cancel()
@@ -81,7 +61,7 @@ async def test_removed_client_is_closed_by_the_front() -> None:
         async with Sink(**events.callbacks()) as sink, trio.open_nursery() as nursery:
             url = await start(nursery, WebSocketFront(sink))
             async with open_websocket_url(url) as ws:
-                await events.added_event.wait()
+                await events.wait_added(1)
                 await sink.send(b"one")
                 assert await ws.get_message() == b"one"
                 sink.remove(events.added[0])
@@ -89,7 +69,7 @@ async def test_removed_client_is_closed_by_the_front() -> None:
                     await ws.get_message()
                 assert info.value.reason is not None
                 assert info.value.reason.code == 1000
-            assert events.removed == [ClientStatus.REMOVED]
+            assert events.statuses == [ClientStatus.REMOVED]
             nursery.cancel_scope.cancel()
 
 
@@ -100,12 +80,12 @@ async def test_peer_close_detected_without_sink_reader() -> None:
                 trio.open_nursery() as nursery:
             url = await start(nursery, WebSocketFront(sink))
             async with open_websocket_url(url) as ws:
-                await events.added_event.wait()
+                await events.wait_added(1)
                 await sink.send(b"one")
                 assert await ws.get_message() == b"one"
-            await events.gone_event.wait()
+            await events.wait_socket_removed()
             # Only the public API is used: the front removes the client itself.
-            assert events.removed == [ClientStatus.REMOVED]
+            assert events.statuses == [ClientStatus.REMOVED]
             nursery.cancel_scope.cancel()
 
 
@@ -175,7 +155,7 @@ async def test_multi_segment_buffer_is_one_message() -> None:
         async with Sink(**events.callbacks()) as sink, trio.open_nursery() as nursery:
             url = await start(nursery, WebSocketFront(sink))
             async with open_websocket_url(url) as ws:
-                await events.added_event.wait()
+                await events.wait_added(1)
                 await sink.send(Buffer([b"head-", b"tail"]))
                 await sink.send(Buffer([b"a", memoryview(b"b"), bytearray(b"c")]))
                 await sink.send(b"next")
@@ -193,13 +173,13 @@ async def test_serve_stream_is_a_serve_tcp_handler() -> None:
             )
             port = listeners[0].socket.getsockname()[1]
             async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
-                await events.added_event.wait()
+                await events.wait_added(1)
                 [(_, info)] = list(front.registry)
                 assert info.front == "websocket"
                 await sink.send(Buffer([b"12", b"34"]))
                 assert await ws.get_message() == b"1234"
-            await events.gone_event.wait()
-            assert events.removed == [ClientStatus.CLOSED]
+            await events.wait_socket_removed()
+            assert events.statuses == [ClientStatus.CLOSED]
             nursery.cancel_scope.cancel()
 
 

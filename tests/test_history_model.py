@@ -1,4 +1,4 @@
-"""The pure core against a brute-force model of API.md §4.
+"""The pure core against a brute-force model of docs/semantics.rst.
 
 A hypothesis state machine drives :class:`History` with random adds (every
 sync method, bursts with minima and maxima in BYTES/BUFFERS/TIME), pushes,
@@ -6,15 +6,17 @@ reads, stalls, removals, remove-flushes and setting changes, and checks every
 step against :class:`Model`: a plain list of every buffer ever pushed and,
 per client, the sequence number of the next buffer it will receive. The model
 computes placement, limits, recovery and retention by scanning that list,
-straight from the wording of API.md §4 (and SPEC.md §11.3 for
-streamheaders); it never calls the core's helpers.
+straight from the wording of docs/semantics.rst ("Placement: where a new
+client starts", "Limits", "Soft-limit recovery", "Retention",
+"Streamheaders"); it never calls the core's helpers.
 
-Where §4 leaves room, the model reads it as follows (each is also what the
-core does, so a change to any of them should be a deliberate one):
+Where the rules leave room, the model reads them as follows (each is also what
+the core does, and each is written down in docs/semantics.rst, so a change to
+any of them should be a deliberate one):
 
 * ``time_min`` with less PTS span in history than asked keeps back to the
-  oldest buffer that has a PTS (SPEC.md §7 would keep everything, which never
-  trims a stream without PTS);
+  oldest buffer that has a PTS (keeping everything would never trim a stream
+  without PTS);
 * with a keyframe ``sync_method``, retention keeps back to where ``add()``
   with the default burst would start (for BURST_KEYFRAME that is the keyframe
   at or before the burst start, which can be older than the newest keyframe);
@@ -24,9 +26,8 @@ core does, so a change to any of them should be a deliberate one):
   the next keyframe are not counted in ``buffers_dropped`` (they were never
   queued for the client), as with NEXT_KEYFRAME.
 
-Example-based tests below pin down :class:`BufferLog`'s range queries and
-compaction, :func:`place` for each sync method, and the worked example of
-API.md §4.
+Example-based tests of the core's parts are in test_core_log.py (BufferLog),
+test_core_placement.py (place) and test_core_history.py (History).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-import pytest
+from conftest import amount
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -45,32 +46,19 @@ from trio_msink._buffer import Buffer
 from trio_msink._enums import Format, RecoverPolicy, SyncMethod
 from trio_msink._history import Cursor, History
 from trio_msink._limits import Limits
-from trio_msink._log import BufferLog
-from trio_msink._placement import Burst, place
+from trio_msink._placement import Burst
 
 MEASURED = (Format.BYTES, Format.TIME, Format.BUFFERS)
+
+
 KEYFRAME_METHODS = (
     SyncMethod.LATEST_KEYFRAME,
     SyncMethod.BURST_KEYFRAME,
     SyncMethod.BURST_WITH_KEYFRAME,
 )
+
+
 HEADER_BYTES = (b"H1", b"H2", b"hdr3")
-
-
-# ---------------------------------------------------------------------------
-# The model: everything by scanning a plain list
-# ---------------------------------------------------------------------------
-
-
-def amount(bufs: list[Buffer], fmt: Format, start: int, end: int) -> float:
-    """Buffers ``start .. end - 1`` measured as API.md §4 defines lag."""
-    chosen = bufs[start:end]
-    if fmt == Format.BYTES:
-        return sum(len(b) for b in chosen)
-    if fmt == Format.TIME:
-        stamps = [b.pts for b in chosen if b.pts is not None]
-        return stamps[-1] - stamps[0] if len(stamps) >= 2 else 0.0
-    return len(chosen)
 
 
 def is_set(fmt: Format, value: float) -> bool:
@@ -148,7 +136,7 @@ class Model:
     def keyframes(self) -> list[int]:
         return [s for s in range(self.low, self.next) if self.bufs[s].keyframe]
 
-    # -- placement (API.md §4, first bullet) --------------------------------
+    # -- placement (docs/semantics.rst, "Placement: where a new client starts")
     def burst_start(self, burst: Burst) -> int:
         low, end = self.low, self.next
         if end == low:
@@ -230,7 +218,7 @@ class Model:
         c.dropped += skipped
         c.ever_recovered = True
 
-    # -- retention (API.md §4, "Retention") -----------------------------------
+    # -- retention (docs/semantics.rst, "Retention") ---------------------------
     def retention_start(self) -> int:
         end = self.next
         keep = [end - 1]  # the newest buffer always stays
@@ -315,17 +303,21 @@ class Model:
         return items, seqs
 
 
-# ---------------------------------------------------------------------------
-# Strategies
-# ---------------------------------------------------------------------------
-
 COUNTS = st.sampled_from([-1, 0, 1, 2, 3, 4, 6])  # buffers_max, buffers_soft_max
-# Amounts in BUFFERS format (burst values, units_*) may be fractional: the Sink
-# accepts any number there, and "reaches 2.5 buffers" means 3.
+
+
 BUFFER_AMOUNTS = st.sampled_from([-1, 0, 0.5, 1, 2, 2.5, 3, 4, 6])
+
+
 BYTE_AMOUNTS = st.sampled_from([-1, 0, 1, 4, 8, 12, 20, 30])
+
+
 TIME_AMOUNTS = st.sampled_from([-1, 0, 0.5, 1.0, 2.0, 3.5, 5.0])
+
+
 SIZES = st.sampled_from([0, 1, 2, 3, 5, 8])
+
+
 PTS_STEPS = st.one_of(st.none(), st.sampled_from([0.0, 0.5, 1.0, 2.0]))
 
 
@@ -338,7 +330,7 @@ def amounts_for(fmt: Format) -> st.SearchStrategy[float]:
 
 
 def _ordered(soft: float, hard: float) -> tuple[float, float]:
-    # The Sink refuses a soft limit above its hard limit (API.md §3).
+    # The Sink refuses a soft limit above its hard limit (docs/semantics.rst, "Limits").
     if soft > 0 and hard > 0 and soft > hard:
         return hard, soft
     return soft, hard
@@ -370,11 +362,6 @@ def burst_st(draw: st.DrawFn) -> Burst:
     if min_format == max_format and min_value >= 0 and 0 <= max_value < min_value:
         min_value, max_value = max_value, min_value  # add_full refuses max < min
     return Burst(min_format, min_value, max_format, max_value)
-
-
-# ---------------------------------------------------------------------------
-# The state machine
-# ---------------------------------------------------------------------------
 
 
 def _label(bufs: list[Buffer], items: list[Buffer]) -> list[str]:
@@ -625,301 +612,6 @@ HistoryMachine.TestCase.settings = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+
 TestHistoryModel = HistoryMachine.TestCase
-
-
-# ---------------------------------------------------------------------------
-# BufferLog: range queries and compaction
-# ---------------------------------------------------------------------------
-
-
-def make_log(specs: list[tuple[int, bool, float | None]]) -> BufferLog:
-    log = BufferLog()
-    for size, key, pts in specs:
-        log.append(Buffer(b"x" * size, pts=pts, delta_unit=not key))
-    return log
-
-
-def test_bytes_between_and_span_between() -> None:
-    log = make_log([(3, True, None), (0, False, 1.0), (5, False, 2.5), (2, True, None)])
-    assert [log.bytes_between(0, 4), log.bytes_between(1, 3), log.bytes_between(1, 2)] == [10, 5, 0]
-    assert log.bytes_between(2, 2) == 0 and log.bytes_between(3, 1) == 0
-    assert log.span_between(0, 4) == 1.5
-    assert log.span_between(2, 4) == 0.0  # one PTS only
-    assert log.span_between(0, 1) == 0.0
-    assert log.amount(Format.BUFFERS, 1, 4) == 3
-    assert log.amount(Format.BYTES, 1, 4) == 7
-    assert log.amount(Format.TIME, 0, 3) == 1.5
-
-
-def test_newest_start_reaching() -> None:
-    log = make_log([(10, True, float(i)) for i in range(5)])  # seq 0..4, PTS 0..4
-    end = log.next
-    assert log.newest_start_reaching(Format.BYTES, 25, end) == 2  # 30 bytes
-    assert log.newest_start_reaching(Format.BYTES, 30, end) == 2  # reaching is >=
-    assert log.newest_start_reaching(Format.BYTES, 50, end) == 0
-    assert log.newest_start_reaching(Format.BYTES, 51, end) == 0  # too little: everything
-    assert log.newest_start_reaching(Format.BUFFERS, 2, end) == 3
-    assert log.newest_start_reaching(Format.BUFFERS, 9, end) == 0
-    assert log.newest_start_reaching(Format.TIME, 2.5, end) == 1  # 4 - 1 >= 2.5
-    assert log.newest_start_reaching(Format.TIME, 3.0, end) == 1
-    assert log.newest_start_reaching(Format.TIME, 9.0, end) == 0
-
-
-def test_newest_start_reaching_skips_zero_size_and_unstamped() -> None:
-    log = make_log([(4, True, 0.0), (0, False, None), (0, False, 1.0), (4, False, None)])
-    end = log.next
-    # bytes [s, 4) >= 4: s = 3 alone already has 4 bytes
-    assert log.newest_start_reaching(Format.BYTES, 4, end) == 3
-    assert log.newest_start_reaching(Format.BYTES, 5, end) == 0
-    # span [s, 4) >= 1.0 needs PTS 0.0 (seq 0); seq 1 has no PTS
-    assert log.newest_start_reaching(Format.TIME, 1.0, end) == 0
-
-
-def test_oldest_start_within() -> None:
-    log = make_log([(10, True, float(i)) for i in range(5)])
-    end = log.next
-    assert log.oldest_start_within(Format.BYTES, 25, end) == 3  # 20 bytes
-    assert log.oldest_start_within(Format.BYTES, 30, end) == 2  # within is <=
-    assert log.oldest_start_within(Format.BYTES, 5, end) == end  # newest alone is over
-    assert log.oldest_start_within(Format.BYTES, 1000, end) == 0
-    assert log.oldest_start_within(Format.BUFFERS, 2, end) == 3
-    assert log.oldest_start_within(Format.TIME, 2.5, end) == 2  # 4 - 2 <= 2.5
-    assert log.oldest_start_within(Format.TIME, 2.0, end) == 2
-    assert log.oldest_start_within(Format.TIME, 0.0, end) == 4
-    # over a shorter range (a flushing client's waiting buffers)
-    assert log.oldest_start_within(Format.BYTES, 15, 3) == 2
-
-
-def brute_log_checks(log: BufferLog, bufs: list[Buffer]) -> None:
-    low, end = log.low, log.next
-    assert len(log) == end - low
-    for s in range(low, end):
-        assert log[s] is bufs[s]
-    for s in (low - 1, end):
-        with pytest.raises(IndexError):
-            log[s]
-    keyframes = [s for s in range(low, end) if bufs[s].keyframe]
-    stamped = [s for s in range(low, end) if bufs[s].pts is not None]
-    assert log.oldest_pts_seq() == (stamped[0] if stamped else None)
-    for s in range(low, end + 1, 3):
-        for e in range(s, end + 1, 5):
-            assert log.bytes_between(s, e) == amount(bufs, Format.BYTES, s, e)
-            assert log.span_between(s, e) == amount(bufs, Format.TIME, s, e)
-        before = [k for k in keyframes if k <= s]
-        after = [k for k in keyframes if k >= s]
-        assert log.keyframe_at_or_before(s) == (before[-1] if before else None)
-        assert log.keyframe_at_or_after(s) == (after[0] if after else None)
-    for fmt, value in ((Format.BYTES, 17), (Format.TIME, 4.0), (Format.BUFFERS, 7)):
-        amounts = {s: amount(bufs, fmt, s, end) for s in range(low, end)}
-        reaching = [s for s, a in amounts.items() if a >= value]
-        within = [s for s, a in amounts.items() if a <= value]
-        assert log.newest_start_reaching(fmt, value, end) == (max(reaching) if reaching else low)
-        assert log.oldest_start_within(fmt, value, end) == (min(within) if within else end)
-
-
-def test_trim_and_compaction_keep_every_index_right() -> None:
-    bufs = [
-        Buffer(b"y" * (i % 7), pts=float(i) if i % 3 else None, delta_unit=i % 5 != 0)
-        for i in range(300)
-    ]
-    log = BufferLog()
-    for b in bufs[:200]:
-        log.append(b)
-    brute_log_checks(log, bufs)
-    # Trims in uneven steps cross the compaction threshold (64, half) many times.
-    for keep_from in (1, 30, 63, 64, 65, 129, 130, 131, 160, 199):
-        log.trim(keep_from)
-        assert log.low == keep_from
-        brute_log_checks(log, bufs)
-    log.trim(150)  # backwards: no-op
-    assert log.low == 199
-    for b in bufs[200:]:
-        log.append(b)
-    brute_log_checks(log, bufs)
-    log.trim(10**9)  # the newest always stays
-    assert (log.low, log.next, len(log)) == (299, 300, 1)
-    brute_log_checks(log, bufs)
-    assert log.total_bytes == sum(len(b) for b in bufs)
-
-
-# ---------------------------------------------------------------------------
-# place(): each sync method
-# ---------------------------------------------------------------------------
-
-
-def keyframe_log() -> BufferLog:
-    """k0 d1 d2 k3 d4 d5 d6, 10 bytes each, PTS 0..6."""
-    return make_log([(10, i in (0, 3), float(i)) for i in range(7)])
-
-
-B = Format.BUFFERS
-
-
-@pytest.mark.parametrize(
-    ("method", "burst", "start"),
-    [
-        (SyncMethod.LATEST, Burst(), 7),
-        (SyncMethod.NEXT_KEYFRAME, Burst(), None),
-        (SyncMethod.LATEST_KEYFRAME, Burst(), 3),
-        (SyncMethod.BURST, Burst(), 6),  # no minimum: the newest buffer
-        (SyncMethod.BURST, Burst(B, 2), 5),
-        (SyncMethod.BURST, Burst(Format.BYTES, 25), 4),
-        (SyncMethod.BURST, Burst(Format.TIME, 2.5), 3),
-        (SyncMethod.BURST, Burst(B, 100), 0),  # too little history: everything
-        (SyncMethod.BURST, Burst(B, 5, Format.BYTES, 30), 4),  # the max wins
-        (SyncMethod.BURST, Burst(B, 100, B, 3), 4),
-        (SyncMethod.BURST, Burst(max_format=Format.BYTES, max_value=5), 7),  # newest alone over
-        (SyncMethod.BURST_KEYFRAME, Burst(B, 2), 3),
-        (SyncMethod.BURST_KEYFRAME, Burst(B, 7), 0),  # may start at the oldest buffer (Q6)
-        (SyncMethod.BURST_KEYFRAME, Burst(B, 6, B, 6), 3),  # k0 over the max: next keyframe
-        (SyncMethod.BURST_KEYFRAME, Burst(B, 2, B, 3), None),  # no keyframe fits: wait
-        (SyncMethod.BURST_WITH_KEYFRAME, Burst(B, 2), 3),
-        (SyncMethod.BURST_WITH_KEYFRAME, Burst(B, 2, B, 3), 5),  # plain burst
-        (SyncMethod.BURST_WITH_KEYFRAME, Burst(B, 6, B, 6), 1),
-    ],
-)
-def test_place(method: SyncMethod, burst: Burst, start: int | None) -> None:
-    assert place(keyframe_log(), method, burst) == start
-
-
-def test_place_empty_and_keyframeless_history() -> None:
-    empty = BufferLog()
-    assert place(empty, SyncMethod.LATEST, Burst()) == 0
-    assert place(empty, SyncMethod.LATEST_KEYFRAME, Burst()) is None
-    assert place(empty, SyncMethod.BURST, Burst(B, 3)) == 0
-    assert place(empty, SyncMethod.BURST_KEYFRAME, Burst(B, 3)) is None
-    assert place(empty, SyncMethod.BURST_WITH_KEYFRAME, Burst(B, 3)) == 0
-    deltas = make_log([(10, False, None)] * 4)
-    assert place(deltas, SyncMethod.LATEST_KEYFRAME, Burst()) is None
-    assert place(deltas, SyncMethod.BURST_KEYFRAME, Burst(B, 2)) is None
-    assert place(deltas, SyncMethod.BURST_WITH_KEYFRAME, Burst(B, 2)) == 2
-
-
-def test_burst_in_buffers_reaches_a_fractional_minimum() -> None:
-    # API.md §4: BURST starts at "the newest start point whose data up to the
-    # newest buffer reaches the minimum (>=)". burst_value / add_full's
-    # min_value accept floats (check_amount), so 2.5 buffers needs 3 and 0.5
-    # needs 1 (BufferLog.newest_start_reaching once truncated with int()).
-    log = keyframe_log()
-    assert place(log, SyncMethod.BURST, Burst(B, 2.5)) == 4
-    assert place(log, SyncMethod.BURST, Burst(B, 0.5)) == 6
-
-
-def test_place_after_trim_uses_only_retained_history() -> None:
-    log = keyframe_log()
-    log.trim(4)  # d4 d5 d6 left
-    assert place(log, SyncMethod.LATEST_KEYFRAME, Burst()) is None
-    assert place(log, SyncMethod.BURST, Burst(B, 100)) == 4
-    assert place(log, SyncMethod.BURST_WITH_KEYFRAME, Burst(B, 100)) == 4
-
-
-# ---------------------------------------------------------------------------
-# The worked example of API.md §4, on the core
-# ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("policy", "reads", "dropped"),
-    [
-        (RecoverPolicy.NONE, "k0 d1 d2 d3 k4 d5 d6 d7", 0),
-        (RecoverPolicy.RESYNC_LATEST, "k0 d7", 6),
-        (RecoverPolicy.RESYNC_SOFT_LIMIT, "k0 d5 d6 d7", 4),
-        (RecoverPolicy.RESYNC_KEYFRAME, "k0", 7),
-    ],
-)
-def test_worked_example(policy: RecoverPolicy, reads: str, dropped: int) -> None:
-    history = History()
-    history.limits = Limits(buffers_soft_max=3)
-    history.recover_policy = policy
-    cursor = history.add("S", SyncMethod.LATEST, Burst())
-    names = ["k0", "d1", "d2", "d3", "k4", "d5", "d6", "d7"]
-    buffers = {n: Buffer(n.encode() * 5, delta_unit=n[0] == "d") for n in names}
-    history.push(buffers["k0"])
-    assert history.take(cursor, 1) == [buffers["k0"]]  # being written: not waiting
-    for name in names[1:]:
-        assert not history.push(buffers[name]).over_hard
-    got = [b.tobytes()[:2].decode() for b in history.take(cursor, 100)]
-    assert ["k0", *got] == reads.split()
-    assert cursor.buffers_dropped == dropped
-
-
-def test_recover_keyframe_jumps_to_the_newest_keyframe() -> None:
-    history = History()
-    history.limits = Limits(buffers_soft_max=4)
-    history.recover_policy = RecoverPolicy.RESYNC_KEYFRAME
-    cursor = history.add("S", SyncMethod.LATEST, Burst())
-    names = ["k0", "k1", "d2", "k3", "d4", "d5"]
-    buffers = [Buffer(n.encode(), delta_unit=n[0] == "d") for n in names]
-    history.push(buffers[0])
-    history.take(cursor, 1)
-    for b in buffers[1:5]:
-        assert history.push(b).resynced == []
-    assert history.push(buffers[5]).resynced == [cursor]  # lag 5: k3 brings it to 3
-    assert history.take(cursor, 100) == buffers[3:]
-    assert cursor.buffers_dropped == 2
-
-
-def test_streamheader_scenarios() -> None:
-    # SPEC.md §20 scenarios 20 and 21, on the core.
-    history = History()
-    hd1, head2 = Buffer(b"hd1", header=True), Buffer(b"head2", header=True)
-    history.set_streamheader([hd1, head2])
-    a = history.add("A", SyncMethod.LATEST, Burst())
-    assert not history.push(Buffer(b"hd1", header=True)).queued
-    assert not history.push(Buffer(b"head2", header=True)).queued
-    b0, b1, b2, b3 = (Buffer(b"b%d" % i) for i in range(4))
-    history.push(b0)
-    assert history.take(a, 1) == [hd1, head2, b0]
-    b = history.add("B", SyncMethod.LATEST, Burst())
-    history.push(b1)
-    assert history.take(a, 1) == [b1]
-    assert history.take(b, 1) == [hd1, head2, b1]
-    new1, hd = Buffer(b"new1", header=True), Buffer(b"hd", header=True)
-    history.set_streamheader([new1, hd])
-    history.push(b2)
-    assert history.take(a, 1) == [new1, hd, b2]
-    assert history.take(b, 1) == [new1, hd, b2]
-    # resend_streamheader false: existing clients get data only, new ones headers
-    history.resend_streamheader = False
-    history.set_streamheader([hd1])
-    c = history.add("C", SyncMethod.LATEST, Burst())
-    history.push(b3)
-    assert history.take(a, 1) == [b3]
-    assert history.take(c, 1) == [hd1, b3]
-    # a header buffer that is not in the streamheader is queued as data
-    other = Buffer(b"head2", header=True)
-    assert history.push(other).queued
-    assert history.take(a, 1) == [other]
-
-
-def test_worked_example_hard_limit() -> None:
-    history = History()
-    history.limits = Limits(buffers_max=5)
-    cursor = history.add("S", SyncMethod.LATEST, Burst())
-    history.push(Buffer(b"k0" * 5))
-    history.take(cursor, 1)
-    for i in range(1, 6):
-        assert history.push(Buffer(b"d%d" % i * 5, delta_unit=True)).over_hard == []
-    result = history.push(Buffer(b"d6" * 5, delta_unit=True))
-    assert result.over_hard == [cursor]
-    assert cursor not in history.cursors and not cursor.active
-
-
-def test_flush_pending_client_does_not_pin_history() -> None:
-    # API.md §4 Retention: "history keeps the largest of what any client still
-    # needs, ..."; remove_flush queues "nothing that arrives later". A client
-    # whose remove-flush is pending while its stream is still blocked writing
-    # its last buffer needs nothing from the history. (History.push once kept
-    # everything from its flush_end: the history grew without bound, past
-    # buffers_max, until that write completed, as its lag of 0 trips no limit.)
-    history = History()
-    history.limits = Limits(buffers_max=5)
-    cursor = history.add("S", SyncMethod.LATEST, Burst())
-    history.push(Buffer(b"k0"))
-    history.take(cursor, 1)  # the stream is blocked inside send_all(k0)
-    history.start_flush(cursor)
-    assert history.flushed(cursor)
-    for i in range(100):
-        assert history.push(Buffer(b"x%d" % i)).over_hard == []
-    assert len(history.log) == 1
