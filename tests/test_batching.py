@@ -68,8 +68,10 @@ async def test_a_burst_of_sends_costs_few_writes_per_client(
 
 async def test_batching_never_pushes_a_reader_over_a_limit() -> None:
     removed: list[ClientStatus] = []
+    served: list[trio.abc.SendStream] = []
     with trio.fail_after(20):
         async with Sink(buffers_max=4, buffers_soft_max=2,
+                        on_client_added=served.append,
                         on_client_removed=lambda s, status: removed.append(status)) as sink, \
                 trio.open_nursery() as nursery:
             clients = await _serve_and_connect(sink, nursery, 5)
@@ -87,7 +89,12 @@ async def test_batching_never_pushes_a_reader_over_a_limit() -> None:
             expected = b"".join(b"%099d\n" % n for n in range(200))
             assert all(bytes(g) == expected for g in got)
             assert removed == []
-            assert all(sink.get_stats(s) is not None for s in list(sink._clients))
+            # every client is still served, none was resynced
+            assert len(served) == 5 and sink.num_handles == 5
+            for stream in served:
+                stats = sink.get_stats(stream)
+                assert stats is not None and stats.status == ClientStatus.OK
+                assert stats.buffers_dropped == 0 and stats.bytes_sent == 200 * 100
             nursery.cancel_scope.cancel()
 
 
@@ -106,14 +113,15 @@ async def test_direct_writes_keep_the_client_stats() -> None:
     from trio_msink import Buffer
 
     with trio.fail_after(10):
-        async with Sink(sync=False) as sink, trio.open_nursery() as nursery:
+        server_side: list[trio.abc.SendStream] = []
+        async with Sink(sync=False, on_client_added=server_side.append) as sink, \
+                trio.open_nursery() as nursery:
             (client,) = await _serve_and_connect(sink, nursery, 1)
             buffers = [Buffer(b"x" * 10, pts=1.0 + n if n % 2 else None) for n in range(8)]
             for buffer in buffers:
                 await sink.send(buffer)
             assert await _read_exactly(client, 80) == b"x" * 80
-            (server_side,) = list(sink._clients)
-            stats = sink.get_stats(server_side)
+            stats = sink.get_stats(server_side[0])
             assert stats is not None
             assert (stats.first_buffer_ts, stats.last_buffer_ts) == (2.0, 8.0)
             assert stats.bytes_sent == 80 and stats.lag_buffers == 0

@@ -44,9 +44,10 @@ def test_a_bad_value_prints_one_line_naming_the_flag_and_exits_2(
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", *args])
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert flag in err[-1]
-    assert err[-1].startswith("trio-msink: error:") or "error:" in err[-1]
+    err = capsys.readouterr().err.splitlines()
+    named = flag if flag == "SOURCE" else f"argument {flag}"
+    assert len(err) == 2 and err[0] == "usage: trio-msink serve [SOURCE] [options]"
+    assert err[1].startswith(f"trio-msink: error: {named}: ")
 
 
 def test_flags_mirror_every_sink_property(capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,3 +118,62 @@ def test_module_entry_point_help() -> None:
     out = subprocess.run([sys.executable, "-m", "trio_msink", "--help"], capture_output=True,
                          text=True, timeout=30, check=True).stdout
     assert "serve" in out and "demo" in out
+
+
+async def test_demo_hints_name_the_ports_the_fronts_really_listen_on() -> None:
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [*COMMAND, "demo", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0",
+             "--ws", "127.0.0.1:0", "--test-seconds", "0.5", "--linger", "0"],
+            capture_stdout=True, capture_stderr=True, check=False, stdin=subprocess.DEVNULL,
+        )
+    assert result.returncode == 0, result.stderr.decode()
+    tcp, http, ws = result.stdout.decode().split()
+    assert not any(url.rstrip("/").endswith(":0") for url in (tcp, http, ws))
+    hints = result.stderr.decode()
+    assert f"ffplay {tcp}\n" in hints
+    assert f"vlc {http}stream\n" in hints
+    assert f"browser: {http}\n" in hints
+    assert f"WebSocket: {ws}\n" in hints
+
+
+async def test_http_answers_carry_their_reason_phrase() -> None:
+    async def status_line(port: int, path: str) -> bytes:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = b""
+            while b"\r\n" not in head:
+                head += await stream.receive_some()
+            return head.split(b"\r\n", 1)[0]
+
+    with trio.fail_after(30):
+        async with run_server(["serve", "test", "--http", "127.0.0.1:0"], fronts=1) as server:
+            port = server.port("http")
+            assert await status_line(port, "/stats") == b"HTTP/1.1 200 OK"
+            assert await status_line(port, "/") == b"HTTP/1.1 200 OK"
+            assert await status_line(port, "/nowhere") == b"HTTP/1.1 404 Not Found"
+
+
+def _h264_elementary(pictures: int) -> bytes:
+    """An H.264 Annex B stream, without timestamps: SPS, PPS, an IDR picture,
+    then P pictures (hand-made NAL units; each slice has first_mb_in_slice 0)."""
+    sps = b"\x00\x00\x00\x01\x67\x42\xc0\x0a\x8c\x8d\x40"
+    pps = b"\x00\x00\x00\x01\x68\xce\x3c\x80"
+    payload = b"\x11" * 1000
+    idr = b"\x00\x00\x01\x65\x88" + payload
+    p = b"\x00\x00\x01\x41\x9a" + payload
+    return sps + pps + idr + p * (pictures - 1)
+
+
+async def test_fps_paces_an_h264_elementary_stream(tmp_path: Path) -> None:
+    """26 pictures at --fps 25: the last is due 1 s after the first, so the
+    file takes a second to serve (without --fps it would go out at once)."""
+    source = tmp_path / "in.h264"
+    source.write_bytes(_h264_elementary(26))
+    with trio.fail_after(30):
+        async with run_server(["serve", str(source), "--format", "h264", "--fps", "25",
+                               "--tcp", "127.0.0.1:0", "--linger", "0"], fronts=1) as server:
+            started = trio.current_time()
+            assert await server.process.wait() == 0
+            assert trio.current_time() - started >= 0.9

@@ -1,4 +1,4 @@
-"""Sync pacing by PTS (API.md §6), under trio.testing.MockClock."""
+"""Sync pacing by PTS (docs/semantics.rst, "Sync pacing"), under trio.testing.MockClock."""
 
 from __future__ import annotations
 

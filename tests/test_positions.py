@@ -1,4 +1,4 @@
-"""The position index: a push looks only at clients that may be over a limit."""
+"""The position index and cursor states: a push looks only at clients that may be over a limit."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from trio_msink import Buffer, SyncMethod
-from trio_msink._history import History
+from trio_msink._history import CursorState, History
 from trio_msink._limits import Limits
 from trio_msink._placement import Burst
 from trio_msink._positions import NOWHERE, UNPLACED, Positions
@@ -60,3 +60,50 @@ def test_a_push_looks_only_at_clients_near_a_limit(monkeypatch: pytest.MonkeyPat
     assert not stalled.active
     assert all(c.active for c in keeping_up)
     assert history.buffers_queued == 1
+
+
+def test_a_cursor_state_follows_placement_flush_and_removal() -> None:
+    history = History()
+    waiting = history.add("w", SyncMethod.NEXT_KEYFRAME, Burst())
+    placed = history.add("p", SyncMethod.LATEST, Burst())
+    assert waiting.state is CursorState.WAITING_FOR_KEYFRAME and waiting.slot == UNPLACED
+    assert placed.state is CursorState.PLACED
+    history.push(Buffer(b"d", delta_unit=True))
+    assert waiting.state is CursorState.WAITING_FOR_KEYFRAME
+    history.push(Buffer(b"k"))
+    assert waiting.state is CursorState.PLACED and waiting.next == 1
+    assert history.writable_directly(placed) and history.has_waiting(placed)
+    history.start_flush(placed)
+    assert placed.state is CursorState.FLUSHING and placed.flush_end == 2
+    assert not history.writable_directly(placed)
+    history.push(Buffer(b"later"))
+    assert history.waiting(placed) == (0, 2)  # nothing that arrives later
+    history.take(placed, 2)
+    assert history.flushed(placed) and placed.slot == NOWHERE
+    history.remove(placed)
+    assert placed.state is CursorState.REMOVED and not placed.active
+
+
+def test_a_flush_of_a_client_waiting_for_a_keyframe_has_nothing_to_hand_over() -> None:
+    history = History()
+    cursor = history.add("w", SyncMethod.NEXT_KEYFRAME, Burst())
+    history.push(Buffer(b"d", delta_unit=True))
+    history.start_flush(cursor)
+    assert cursor.state is CursorState.FLUSHING and history.flushed(cursor)
+    assert cursor.slot == NOWHERE
+
+
+def test_headers_due_decide_whether_a_client_can_be_written_directly() -> None:
+    history = History()
+    history.set_streamheader([Buffer(b"H")])
+    cursor = history.add("c", SyncMethod.LATEST, Burst())
+    history.push(Buffer(b"a"))
+    assert history.headers_due(cursor) == history.headers
+    assert not history.writable_directly(cursor)
+    assert [b.tobytes() for b in history.take(cursor, 1)] == [b"H", b"a"]
+    history.push(Buffer(b"b"))
+    assert history.headers_due(cursor) == () and history.writable_directly(cursor)
+    history.set_streamheader([Buffer(b"H")])  # same bytes: nothing to resend
+    assert history.headers_due(cursor) == () and history.writable_directly(cursor)
+    history.set_streamheader([Buffer(b"H2")])
+    assert not history.writable_directly(cursor)

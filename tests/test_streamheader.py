@@ -1,7 +1,7 @@
-"""Streamheaders (API.md §5): SPEC.md §20 scenarios 20-23 and the rules
-behind them.
+"""Streamheaders: the rules of docs/semantics.rst, section "Streamheaders",
+starting from its worked example.
 
-``b(n)`` is data buffer n (10 bytes); the headers of scenario 20 are
+``b(n)`` is data buffer n (10 bytes); the headers of the worked example are
 H1 = ``hd1`` and H2 = ``head2`` (8 bytes together).
 """
 
@@ -51,9 +51,9 @@ def _no_spin() -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-async def scenario_20(sink: Sink) -> tuple[RecordingStream, RecordingStream]:
-    """Scenario 20: headers [H1, H2]; add A; push H1, H2 flagged HEADER, then
-    b0; add B; push b1. Returns (A, B)."""
+async def worked_example(sink: Sink) -> tuple[RecordingStream, RecordingStream]:
+    """The worked example: headers [H1, H2]; add A; push H1, H2 flagged
+    HEADER, then b0; add B; push b1. Returns (A, B)."""
     sink.set_streamheader([H1, H2])
     a = RecordingStream()
     sink.add(a)
@@ -70,13 +70,13 @@ async def scenario_20(sink: Sink) -> tuple[RecordingStream, RecordingStream]:
     return a, c
 
 
-# -- 20 -------------------------------------------------------------------------------
+# -- new clients get the headers first -------------------------------------------------
 
 
-async def test_s20_streamheaders() -> None:
+async def test_a_new_client_gets_the_headers_before_its_first_data_buffer() -> None:
     with trio.fail_after(5):
         async with Sink() as sink:
-            a, c = await scenario_20(sink)
+            a, c = await worked_example(sink)
             assert a.data == HEADERS + b(0) + b(1)
             assert c.data == HEADERS + b(1)
             assert sink.bytes_served == 18 + 10 + 18
@@ -84,7 +84,7 @@ async def test_s20_streamheaders() -> None:
             assert sink.buffers_queued == 1
 
 
-async def test_s20_matching_header_buffers_are_never_queued() -> None:
+async def test_header_buffers_equal_to_the_streamheader_are_never_queued() -> None:
     with trio.fail_after(5):
         async with Sink(bytes_min=1000) as sink:
             sink.set_streamheader([Buffer(H1, header=True), Buffer(H2, header=True)])
@@ -96,7 +96,7 @@ async def test_s20_matching_header_buffers_are_never_queued() -> None:
             assert sink.buffers_queued == 1
 
 
-async def test_s20_streamheaders_socket() -> None:
+async def test_a_new_socket_client_gets_the_headers_first() -> None:
     with trio.fail_after(5):
         a_side, a_peer = _socket_pair()
         c_side, c_peer = _socket_pair()
@@ -133,13 +133,13 @@ async def _read_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
     return bytes(got)
 
 
-# -- 21 -------------------------------------------------------------------------------
+# -- changed headers -------------------------------------------------------------------
 
 
-async def test_s21_changed_headers_are_resent() -> None:
+async def test_changed_headers_are_resent_to_existing_clients() -> None:
     with trio.fail_after(5):
         async with Sink() as sink:
-            a, c = await scenario_20(sink)
+            a, c = await worked_example(sink)
             sink.set_streamheader([b"new1", b"hd"])
             await sink.send(b(2))
             await settle()
@@ -150,10 +150,10 @@ async def test_s21_changed_headers_are_resent() -> None:
             assert c.data.endswith(b"new1hd" + b(2) + b(3))  # once, not per buffer
 
 
-async def test_s21_without_resend_only_new_clients_get_changed_headers() -> None:
+async def test_without_resend_only_new_clients_get_changed_headers() -> None:
     with trio.fail_after(5):
         async with Sink(resend_streamheader=False) as sink:
-            a, c = await scenario_20(sink)
+            a, c = await worked_example(sink)
             sink.set_streamheader([b"new1", b"hd"])
             late = RecordingStream()
             sink.add(late)
@@ -164,10 +164,10 @@ async def test_s21_without_resend_only_new_clients_get_changed_headers() -> None
             assert late.data == b"new1hd" + b(2)
 
 
-async def test_s21_cleared_headers_send_nothing_extra() -> None:
+async def test_cleared_headers_send_nothing_extra() -> None:
     with trio.fail_after(5):
         async with Sink() as sink:
-            a, c = await scenario_20(sink)
+            a, c = await worked_example(sink)
             sink.set_streamheader(None)
             late = RecordingStream()
             sink.add(late)
@@ -182,19 +182,20 @@ async def test_s21_cleared_headers_send_nothing_extra() -> None:
             assert late.data == b(2) + b(3)
 
 
-async def test_s21_identical_headers_set_again_are_not_resent() -> None:
+async def test_identical_headers_set_again_are_not_resent() -> None:
     with trio.fail_after(5):
         async with Sink() as sink:
-            a, _ = await scenario_20(sink)
+            a, _ = await worked_example(sink)
             sink.set_streamheader([Buffer(H1), Buffer(H2)])
             await sink.send(b(2))
             await settle()
             assert a.data == HEADERS + b(0) + b(1) + b(2)
 
 
-async def test_s21_first_headers_reach_clients_that_had_none() -> None:
-    """SPEC §11.3 (API.md silent): old had none, new have some -> sent,
-    whatever resend_streamheader says."""
+async def test_first_headers_reach_clients_that_had_none_even_without_resend() -> None:
+    """A client that got no headers (there were none) gets the first ones
+    set, whatever resend_streamheader says (docs/semantics.rst,
+    "Streamheaders")."""
     with trio.fail_after(5):
         async with Sink(resend_streamheader=False) as sink:
             a = RecordingStream()
@@ -207,9 +208,9 @@ async def test_s21_first_headers_reach_clients_that_had_none() -> None:
             assert a.data == b(0) + HEADERS + b(1)
 
 
-async def test_q19_headers_are_those_current_when_the_client_takes_its_next_buffer() -> None:
-    """Q19 kept: a lagging client gets the new headers before its next data
-    buffer, even one queued before the change."""
+async def test_headers_are_those_current_when_the_client_takes_its_next_buffer() -> None:
+    """As GStreamer (docs/gstreamer.rst, Q19): a lagging client gets the new
+    headers before its next data buffer, even one queued before the change."""
     with trio.fail_after(5):
         async with Sink() as sink:
             sink.set_streamheader([H1, H2])
@@ -224,10 +225,10 @@ async def test_q19_headers_are_those_current_when_the_client_takes_its_next_buff
             assert s.data == HEADERS + b(0) + b"new1hd" + b(1)
 
 
-# -- 22 -------------------------------------------------------------------------------
+# -- header buffers that are data ------------------------------------------------------
 
 
-async def test_s22_header_buffer_not_in_streamheader_is_data() -> None:
+async def test_a_header_buffer_not_in_the_streamheader_is_data() -> None:
     with trio.fail_after(5):
         async with Sink() as sink:
             sink.set_streamheader([H1])
@@ -241,7 +242,7 @@ async def test_s22_header_buffer_not_in_streamheader_is_data() -> None:
             assert sink.bytes_served == 18
 
 
-async def test_s22_header_buffer_without_any_streamheader_is_data() -> None:
+async def test_a_header_buffer_without_any_streamheader_is_data() -> None:
     with trio.fail_after(5):
         async with Sink() as sink:
             a = RecordingStream()
@@ -252,7 +253,7 @@ async def test_s22_header_buffer_without_any_streamheader_is_data() -> None:
             assert sink.bytes_to_serve == 3
 
 
-async def test_s22_data_buffer_equal_to_a_header_is_data() -> None:
+async def test_a_data_buffer_equal_to_a_header_is_data() -> None:
     with trio.fail_after(5):
         async with Sink() as sink:
             sink.set_streamheader([H1])
@@ -264,10 +265,10 @@ async def test_s22_data_buffer_equal_to_a_header_is_data() -> None:
             assert sink.bytes_to_serve == 3
 
 
-# -- 23 -------------------------------------------------------------------------------
+# -- stats -----------------------------------------------------------------------------
 
 
-async def test_s23_stats() -> None:
+async def test_client_stats_count_headers_in_bytes_sent_but_not_their_timestamps() -> None:
     with trio.fail_after(5):
         seen: list[ClientStats | None] = []
         sink = Sink(sync=False)

@@ -1,8 +1,9 @@
-"""Bad input: every refusal API.md names raises the documented error, with a
+"""Bad input: every refusal of docs/api.rst raises the documented error, with a
 message naming the argument, and changes nothing."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from collections.abc import Callable
@@ -13,54 +14,119 @@ import trio
 import trio.testing
 from conftest import RecordingStream, settle
 
-from trio_msink import Buffer, ClientStatus, Format, RecoverPolicy, Sink, SyncMethod
+from trio_msink import (
+    Buffer,
+    ClientStatus,
+    Format,
+    PropertyTypeError,
+    PropertyValueError,
+    Sink,
+    SinkProperty,
+    SyncMethod,
+)
 
-# -- the properties, by kind ---------------------------------------------------------
+# -- the properties, from their declaration --------------------------------------------
+#
+# Every case below is derived from Sink.properties() / Sink.callbacks(): a new
+# property is tested as soon as it is declared, and a new kind of value without
+# bad and good values here fails test_every_kind_of_property_is_tested.
 
-COUNTS = ["buffers_max", "buffers_soft_max", "bytes_min", "buffers_min"]
-AMOUNTS = ["units_max", "units_soft_max", "burst_value"]  # int or float
-SECONDS = ["time_min", "timeout", "linger"]  # int or float
-FLOATS = AMOUNTS + SECONDS
-NUMBERS = COUNTS + FLOATS + ["qos_dscp"]
-BOOLS = ["sync", "resend_streamheader", "handle_read", "send_messages", "send_dispatched"]
-ENUMS: dict[str, type[Any]] = {
-    "unit_format": Format,
-    "recover_policy": RecoverPolicy,
-    "sync_method": SyncMethod,
-    "burst_format": Format,
+PROPERTIES = Sink.properties()
+CALLBACKS = Sink.callbacks()
+DECLARED = PROPERTIES + CALLBACKS
+
+_NOT_NUMBERS = ("3", None, b"3", [3])
+_BAD_AMOUNTS = (-2, -100, -0.5, -1.5, math.nan, math.inf, -math.inf)
+BAD_TYPES: dict[str, tuple[object, ...]] = {
+    "count": _NOT_NUMBERS,
+    "amount": _NOT_NUMBERS,
+    "seconds": _NOT_NUMBERS,
+    "dscp": _NOT_NUMBERS,
+    "bool": ("yes", None, [True]),
+    "enum": ("LATEST", None, 1.5),
+    "callback": (42, "print"),
 }
-CALLBACKS = [
-    "on_client_added",
-    "on_client_removed",
-    "on_client_socket_removed",
-    "on_message",
-    "on_dispatched",
-]
-PROPERTIES = NUMBERS + BOOLS + list(ENUMS) + CALLBACKS
+BAD_VALUES: dict[str, tuple[object, ...]] = {
+    "count": (-2, -100),
+    "amount": _BAD_AMOUNTS,
+    "seconds": _BAD_AMOUNTS,
+    "dscp": (-2, -100, 64, 255),
+    "bool": (),  # every non-bool is a wrong type
+    "enum": (99, -5),
+    "callback": (),  # every non-callable is a wrong type
+}
+_GOOD_AMOUNTS = (-1, 0, 5, 2.5, 0.0, -1.0)
+GOOD_VALUES: dict[str, tuple[object, ...]] = {
+    "count": (-1, 0, 5),
+    "amount": _GOOD_AMOUNTS,
+    "seconds": _GOOD_AMOUNTS,
+    "dscp": (-1, 0, 5, 63),
+    "bool": (True, False),
+    "enum": (),  # every member of the property's enum, below
+    "callback": (None, print),
+}
+#: Kinds whose value measures something, so the declaration must say in what.
+MEASURED = ("count", "amount", "seconds")
+
+
+def _good_values(prop: SinkProperty[Any]) -> tuple[object, ...]:
+    if prop.kind == "enum":
+        return tuple(prop.type)
+    return GOOD_VALUES.get(prop.kind, ())
+
 
 WRONG_TYPES: list[tuple[str, object]] = [
-    *[(name, bad) for name in NUMBERS for bad in ("3", None, b"3", [3])],
-    *[(name, bad) for name in BOOLS for bad in ("yes", None, [True])],
-    *[(name, bad) for name in ENUMS for bad in ("LATEST", None, 1.5)],
-    *[(name, bad) for name in CALLBACKS for bad in (42, "print")],
+    (p.name, bad) for p in DECLARED for bad in BAD_TYPES.get(p.kind, ())
 ]
-
 WRONG_VALUES: list[tuple[str, object]] = [
-    *[(name, bad) for name in NUMBERS for bad in (-2, -100)],
-    *[(name, bad) for name in FLOATS for bad in (-0.5, -1.5, math.nan, math.inf, -math.inf)],
-    ("qos_dscp", 64),
-    ("qos_dscp", 255),
-    *[(name, bad) for name in ENUMS for bad in (99, -5)],
+    (p.name, bad) for p in DECLARED for bad in BAD_VALUES.get(p.kind, ())
+]
+VALID_VALUES: list[tuple[str, object]] = [
+    (p.name, good) for p in DECLARED for good in _good_values(p)
 ]
 
 
-def _ids(case: tuple[str, object]) -> str:
-    name, value = case
-    return f"{name}={value!r}"
+@pytest.mark.parametrize("prop", DECLARED, ids=lambda p: p.name)
+def test_every_kind_of_property_is_tested(prop: SinkProperty[Any]) -> None:
+    assert BAD_TYPES.get(prop.kind), f"no wrong types for {prop.kind} ({prop.name})"
+    assert prop.kind in BAD_VALUES, f"no wrong values for {prop.kind} ({prop.name})"
+    assert _good_values(prop), f"no valid values for {prop.kind} ({prop.name})"
+
+
+@pytest.mark.parametrize("prop", DECLARED, ids=lambda p: p.name)
+def test_every_property_is_declared_with_a_doc_a_unit_and_a_valid_default(
+    prop: SinkProperty[Any],
+) -> None:
+    assert prop.doc.strip() and "\n" not in prop.doc, f"{prop.name} needs a one-line doc"
+    names = {p.name for p in DECLARED}
+    assert prop.unit in (None, "buffers", "bytes", "seconds") or prop.unit in names
+    if prop.kind in MEASURED:
+        assert prop.unit is not None, f"{prop.name} measures something: declare its unit"
+    assert prop.check(prop.default) == prop.default
+    assert getattr(Sink(), prop.name) == prop.default
+    # an int is a valid float (the default of a limit is -1, as GStreamer's)
+    expected = (int, float) if prop.type is float else prop.type
+    assert isinstance(prop.default, expected) or prop.default is None
+
+
+def test_the_constructor_signature_is_the_declaration() -> None:
+    parameters = inspect.signature(Sink).parameters
+    assert list(parameters) == [p.name for p in DECLARED]
+    for prop in DECLARED:
+        parameter = parameters[prop.name]
+        assert parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        assert parameter.default == prop.default
+
+
+def _ids(case: object) -> str:
+    if isinstance(case, tuple):
+        name, value = case
+        return f"{name}={value!r}"
+    return repr(case)
 
 
 def snapshot(sink: Sink) -> dict[str, object]:
-    return {name: getattr(sink, name) for name in PROPERTIES}
+    return {p.name: getattr(sink, p.name) for p in DECLARED}
 
 
 def named(name: str) -> str:
@@ -74,8 +140,9 @@ def named(name: str) -> str:
 @pytest.mark.parametrize("case", WRONG_TYPES, ids=_ids)
 def test_constructor_refuses_a_wrong_type(case: tuple[str, object]) -> None:
     name, value = case
-    with pytest.raises(TypeError, match=named(name)):
+    with pytest.raises(PropertyTypeError, match=named(name)) as caught:
         Sink(**{name: value})
+    assert caught.value.name == name
 
 
 @pytest.mark.parametrize("case", WRONG_TYPES, ids=_ids)
@@ -83,16 +150,18 @@ def test_assignment_refuses_a_wrong_type_and_changes_nothing(case: tuple[str, ob
     name, value = case
     sink = Sink()
     before = snapshot(sink)
-    with pytest.raises(TypeError, match=named(name)):
+    with pytest.raises(PropertyTypeError, match=named(name)) as caught:
         setattr(sink, name, value)
+    assert caught.value.name == name
     assert snapshot(sink) == before
 
 
 @pytest.mark.parametrize("case", WRONG_VALUES, ids=_ids)
 def test_constructor_refuses_a_wrong_value(case: tuple[str, object]) -> None:
     name, value = case
-    with pytest.raises(ValueError, match=named(name)):
+    with pytest.raises(PropertyValueError, match=named(name)) as caught:
         Sink(**{name: value})
+    assert caught.value.name == name
 
 
 @pytest.mark.parametrize("case", WRONG_VALUES, ids=_ids)
@@ -100,8 +169,9 @@ def test_assignment_refuses_a_wrong_value_and_changes_nothing(case: tuple[str, o
     name, value = case
     sink = Sink(buffers_max=10, units_max=10)  # non-defaults too, to see nothing changes
     before = snapshot(sink)
-    with pytest.raises(ValueError, match=named(name)):
+    with pytest.raises(PropertyValueError, match=named(name)) as caught:
         setattr(sink, name, value)
+    assert caught.value.name == name
     assert snapshot(sink) == before
 
 
@@ -125,19 +195,22 @@ async def test_refused_assignment_on_a_running_sink_changes_nothing() -> None:
     ("soft", "hard"), [("buffers_soft_max", "buffers_max"), ("units_soft_max", "units_max")]
 )
 def test_soft_limit_above_its_hard_limit_is_refused(soft: str, hard: str) -> None:
-    with pytest.raises(ValueError, match=named(soft)):
+    with pytest.raises(PropertyValueError, match=named(soft)) as caught:
         Sink(**{soft: 5, hard: 3})
+    assert caught.value.name == soft
 
     sink = Sink(**{hard: 3})
     before = snapshot(sink)
-    with pytest.raises(ValueError, match=named(soft)):
+    with pytest.raises(PropertyValueError, match=named(soft)) as caught:
         setattr(sink, soft, 4)
+    assert caught.value.name == soft
     assert snapshot(sink) == before
 
     sink = Sink(**{soft: 3})
     before = snapshot(sink)
-    with pytest.raises(ValueError, match=named(hard)):
+    with pytest.raises(PropertyValueError, match=named(hard)) as caught:
         setattr(sink, hard, 2)
+    assert caught.value.name == hard
     assert snapshot(sink) == before
 
 
@@ -163,18 +236,7 @@ def test_soft_and_hard_limits_that_agree_are_accepted(properties: dict[str, obje
     assert snapshot(other) == snapshot(sink)
 
 
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [
-        *[(name, value) for name in NUMBERS for value in (-1, 0, 5)],
-        *[(name, value) for name in FLOATS for value in (2.5, 0.0, -1.0)],
-        ("qos_dscp", 63),
-        *[(name, value) for name in BOOLS for value in (True, False)],
-        *[(name, member) for name, enum in ENUMS.items() for member in enum],
-        *[(name, None) for name in CALLBACKS],
-        *[(name, print) for name in CALLBACKS],
-    ],
-)
+@pytest.mark.parametrize(("name", "value"), VALID_VALUES, ids=_ids)
 def test_valid_values_are_accepted_and_read_back(name: str, value: object) -> None:
     assert getattr(Sink(**{name: value}), name) == value
     sink = Sink()
@@ -229,7 +291,7 @@ def test_buffer_options_are_keyword_only_and_the_buffer_is_frozen() -> None:
     assert buffer.pts == 1
 
 
-def test_buffer_accepts_what_api_md_allows() -> None:
+def test_buffer_accepts_what_the_api_reference_allows() -> None:
     assert len(Buffer(b"")) == 0
     assert len(Buffer([b"ab", bytearray(b"cd"), memoryview(b"ef")])) == 6
     assert len(Buffer((b"ab", b""))) == 2
@@ -342,8 +404,10 @@ async def test_add_full_refuses_bad_arguments_and_registers_nothing(
     events = Events()
     stream = RecordingStream()
     async with Sink(**events.callbacks()) as sink:
-        with pytest.raises(error, match=named(name)):
+        with pytest.raises(error, match=named(name)) as caught:
             sink.add_full(stream, *args)  # type: ignore[arg-type]
+        assert isinstance(caught.value, (PropertyTypeError, PropertyValueError))
+        assert caught.value.name == name
         assert sink.num_handles == 0
         assert sink.get_stats(stream) is None
     assert events.log == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._buffer import Buffer
 from ._enums import ClientStatus, Format, RecoverPolicy, SyncMethod
+from ._settings import PropertyTypeError, PropertyValueError, SinkProperty
 from ._sink import Sink
 from ._stats import ClientStats, SinkStatistics
 
@@ -17,8 +18,11 @@ __all__ = [
     "ClientStats",
     "ClientStatus",
     "Format",
+    "PropertyTypeError",
+    "PropertyValueError",
     "RecoverPolicy",
     "Sink",
+    "SinkProperty",
     "SinkStatistics",
     "SyncMethod",
 ]

@@ -1,33 +1,55 @@
-"""A served client: its stream, channel, status, stats and tasks."""
+"""A served client: its stream, cursor, status, stats and cancel scope.
+
+A :class:`Client` knows its sink only through :class:`ClientHost`, the few
+things a client's tasks ask of the sink that serves it.
+"""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
 from ._buffer import Buffer
-from ._channel import ClientChannel
 from ._enums import ClientStatus, Format
+from ._history import Cursor, CursorState, History
+from ._inflight import InFlight
 from ._stats import ClientStats
-from ._writer import InFlight
 
-if TYPE_CHECKING:
-    from ._sink import Sink
+__all__ = ["Client", "ClientHost"]
 
-__all__ = ["Client"]
+
+class ClientHost(Protocol):
+    """What a client needs from its sink (the :class:`~trio_msink.Sink`)."""
+
+    @property
+    def timeout(self) -> float: ...
+
+    def _dispatch_callback(self) -> Callable[[trio.abc.SendStream, Buffer], object] | None:
+        """``on_dispatched`` when ``send_dispatched`` is on, else ``None``."""
+
+    def _client_wrote(self, nbytes: int) -> None:
+        """Count ``nbytes`` written to a client in ``bytes_served``."""
+
+    def _remove_client(self, client: Client, status: ClientStatus) -> None:
+        """Remove ``client`` with ``status`` (callbacks, unregistering)."""
+
+    def _log_callback_error(self, callback: Callable[..., object]) -> None:
+        """Log that a user callback raised."""
 
 
 class Client:
     """The sink's record of one client (not public: users see the stream)."""
 
-    def __init__(self, sink: Sink, stream: trio.abc.SendStream, channel: ClientChannel) -> None:
-        self.sink = sink
+    def __init__(self, host: ClientHost, stream: trio.abc.SendStream, history: History,
+                 cursor: Cursor) -> None:
+        self.host = host
         self.stream = stream
-        self.channel = channel
+        self.history = history
+        self.cursor = cursor
         self.status = ClientStatus.OK
         #: Cancels the client's writer and reader at once (``remove``).
         self.scope = trio.CancelScope()
@@ -36,10 +58,8 @@ class Client:
         self.writing = False
         #: Socket clients: segments handed to the socket, not written yet.
         self.inflight = InFlight()
-        #: The socket's fd, for writes straight from ``send`` while parked.
+        #: The socket's fd, for the direct-write path; -1 for other streams.
         self.fd = -1
-        self.parked = False
-        self._wakeup = trio.Event()
         #: Set once the client is unregistered (after on_client_socket_removed).
         self.gone = trio.Event()
         #: Set once the client's tasks have ended.
@@ -53,51 +73,38 @@ class Client:
         # Start of the current stretch without write progress (trio clock).
         self._progress_clock = self.connect_clock
 
-    # -- Progress protocol (used by the writers) ---------------------------
+    # -- what the writers report -------------------------------------------
     def progressed(self, nbytes: int) -> None:
+        """``nbytes`` more were written to the stream."""
         self.bytes_sent += nbytes
-        self.sink._bytes_served += nbytes
+        self.host._client_wrote(nbytes)
         self.last_activity_time = time.time()
         self._progress_clock = trio.current_time()
 
     def dispatched(self, buffer: Buffer) -> None:
-        callback = self.sink.on_dispatched
-        if callback is not None and self.sink.send_dispatched:
+        """``buffer`` was completely written (``on_dispatched``)."""
+        callback = self.host._dispatch_callback()
+        if callback is not None:
             self.call(callback, self.stream, buffer)
-
-    def stall_deadline(self) -> float:
-        timeout = self.sink.timeout
-        if timeout <= 0:
-            return math.inf
-        return self._progress_clock + timeout
-
-    def stalled(self) -> None:
-        self.sink._remove_client(self, ClientStatus.SLOW)
-
-    def flushed(self) -> None:
-        self.sink._remove_client(self, ClientStatus.REMOVED)
-
-    async def park(self) -> None:
-        """Caught up: let the sink write to the socket directly until it
-        needs this task again (a partial write, new headers, a flush)."""
-        self._wakeup = trio.Event()
-        self.parked = True
-        self.sink._parked[self] = None
-        try:
-            await self._wakeup.wait()
-        finally:
-            self.unpark()
-        self.became_busy()
-
-    def unpark(self) -> None:
-        if self.parked:
-            self.parked = False
-            del self.sink._parked[self]
-            self._wakeup.set()
 
     def became_busy(self) -> None:
         """Data is waiting again after an idle stretch: the stall clock restarts."""
         self._progress_clock = trio.current_time()
+
+    def stall_deadline(self) -> float:
+        """When the client is removed ``SLOW`` if it makes no progress (trio time)."""
+        timeout = self.host.timeout
+        if timeout <= 0:
+            return math.inf
+        return self._progress_clock + timeout
+
+    def remove_slow(self) -> None:
+        """Remove the client ``SLOW``: no write progress for ``timeout`` seconds."""
+        self.host._remove_client(self, ClientStatus.SLOW)
+
+    def remove_flushed(self) -> None:
+        """Remove the client ``REMOVED``: its remove-flush wrote everything."""
+        self.host._remove_client(self, ClientStatus.REMOVED)
 
     # -- callbacks ---------------------------------------------------------
     def call(self, callback: Callable[..., object], *args: object) -> None:
@@ -106,15 +113,15 @@ class Client:
         try:
             callback(*args)
         except Exception:
-            self.sink._log_callback_error(callback)
-            self.sink._remove_client(self, ClientStatus.ERROR)
+            self.host._log_callback_error(callback)
+            self.host._remove_client(self, ClientStatus.ERROR)
 
     # -- stats -------------------------------------------------------------
     def stats(self) -> ClientStats:
-        cursor = self.channel.cursor
+        cursor = self.cursor
         end = self.disconnect_clock if self.disconnect_clock is not None else trio.current_time()
         status = self.status
-        if status == ClientStatus.OK and self.channel.flushing():
+        if status == ClientStatus.OK and cursor.state is CursorState.FLUSHING:
             status = ClientStatus.FLUSHING
         live = not self.removed
         return ClientStats(
@@ -127,6 +134,6 @@ class Client:
             first_buffer_ts=cursor.first_pts,
             last_buffer_ts=cursor.last_pts,
             status=status,
-            lag_buffers=int(self.channel.lag()) if live else 0,
-            lag_bytes=int(self.channel.lag(Format.BYTES)) if live else 0,
+            lag_buffers=int(self.history.lag(cursor)) if live else 0,
+            lag_bytes=int(self.history.lag(cursor, Format.BYTES)) if live else 0,
         )

@@ -4,12 +4,14 @@ Like h11's connection, this is a state machine that never touches a stream
 or a clock: the Trio shell calls :meth:`History.push` for each buffer and
 acts on the :class:`PushResult` (clients over the hard limit), and calls
 :meth:`History.peek` / :meth:`History.take` when a client's stream accepts
-data. Every rule of docs/semantics.rst (placement, limits, recovery, retention) and
-§5 (streamheaders) is decided here.
+data. Every rule of docs/semantics.rst (placement, limits, recovery,
+retention, streamheaders) is decided here, and the shell asks this class
+(never its log or a cursor's fields) what to write next.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -20,7 +22,7 @@ from ._log import BufferLog
 from ._placement import Burst, burst_start, place
 from ._positions import NOWHERE, UNPLACED, Positions
 
-__all__ = ["Cursor", "History", "PushResult"]
+__all__ = ["Cursor", "CursorState", "History", "PushResult"]
 
 _KEYFRAME_METHODS = (
     SyncMethod.LATEST_KEYFRAME,
@@ -29,29 +31,48 @@ _KEYFRAME_METHODS = (
 )
 
 
+class CursorState(enum.Enum):
+    """Where a client stands in the shared history."""
+
+    #: Placed by a keyframe method (or keyframe recovery) with no keyframe yet:
+    #: the next keyframe that arrives places it; nothing is waiting.
+    WAITING_FOR_KEYFRAME = "waiting for a keyframe"
+    #: Has a position; every buffer from it on is queued for the client.
+    PLACED = "placed"
+    #: In a remove-flush: gets what was queued before it, nothing that arrives later.
+    FLUSHING = "flushing"
+    #: Detached from the history: nothing is queued for it any more.
+    REMOVED = "removed"
+
+
 @dataclass(eq=False, slots=True)
 class Cursor:
     """One client's position in the shared history.
 
-    ``next`` is the sequence number of the next buffer to hand to the
-    client's stream, ``None`` while the client waits for a keyframe.
-    ``flush_end`` is set by a remove-flush: nothing from it on is queued for
-    the client.
+    ``state`` says what the other fields mean: ``next`` is the sequence
+    number of the next buffer to hand to the client's stream (``None`` while
+    ``WAITING_FOR_KEYFRAME``); ``flush_end`` is where a remove-flush stops
+    (set in ``FLUSHING``).
     """
 
     handle: object
     next: int | None
+    state: CursorState = CursorState.WAITING_FOR_KEYFRAME
     flush_end: int | None = None
     headers_version: int = -1  # -1: has not taken a data buffer yet
     headers_got: tuple[bytes, ...] = ()
     buffers_dropped: int = 0
     first_pts: float | None = None
     last_pts: float | None = None
-    active: bool = True
     #: Where the history's index keeps it (see :mod:`trio_msink._positions`).
     slot: int = NOWHERE
     #: Order of the add, so that simultaneous removals are reported in add order.
     order: int = 0
+
+    @property
+    def active(self) -> bool:
+        """False once removed from the history."""
+        return self.state is not CursorState.REMOVED
 
 
 @dataclass(slots=True)
@@ -110,29 +131,45 @@ class History:
 
     def remove(self, cursor: Cursor) -> None:
         """Forget a client; what it still needed is trimmed at the next push."""
-        cursor.active = False
+        cursor.state = CursorState.REMOVED
         self.cursors.pop(cursor, None)
         self._positions.move(cursor, NOWHERE)
 
     def _set_next(self, cursor: Cursor, position: int | None) -> None:
-        """Every change of a cursor's position goes through here (the index)."""
+        """Every change of a cursor's position goes through here: its state
+        (placed or waiting for a keyframe) and its slot in the index."""
         cursor.next = position
-        if not cursor.active:
+        state = cursor.state
+        if state is CursorState.REMOVED:
             slot = NOWHERE
+        elif state is CursorState.FLUSHING:
+            # needs the history only up to where its flush ends
+            assert position is not None and cursor.flush_end is not None
+            slot = position if position < cursor.flush_end else NOWHERE
         elif position is None:
-            slot = UNPLACED if cursor.flush_end is None else NOWHERE
-        elif cursor.flush_end is not None and position >= cursor.flush_end:
-            slot = NOWHERE  # flushed: needs nothing more from the history
+            cursor.state = CursorState.WAITING_FOR_KEYFRAME
+            slot = UNPLACED
         else:
+            cursor.state = CursorState.PLACED
             slot = position
         self._positions.move(cursor, slot)
 
     def waiting(self, cursor: Cursor) -> tuple[int, int]:
         """``(start, end)``: the client's waiting buffers are ``start .. end - 1``."""
-        end = self.log.next if cursor.flush_end is None else cursor.flush_end
-        if cursor.next is None:
-            return end, end
-        return cursor.next, end
+        state = cursor.state
+        if state is CursorState.PLACED:
+            assert cursor.next is not None
+            return cursor.next, self.log.next
+        if state is CursorState.FLUSHING:
+            assert cursor.next is not None and cursor.flush_end is not None
+            return cursor.next, cursor.flush_end
+        end = self.log.next
+        return end, end
+
+    def has_waiting(self, cursor: Cursor) -> bool:
+        """True when buffers are queued for the client and not yet handed over."""
+        start, end = self.waiting(cursor)
+        return start < end
 
     def lag(self, cursor: Cursor, fmt: Format = Format.BUFFERS) -> float:
         """The client's lag in ``fmt`` (BUFFERS, BYTES or TIME)."""
@@ -141,14 +178,16 @@ class History:
 
     def start_flush(self, cursor: Cursor) -> None:
         """Queue nothing more for this client than what is waiting now."""
-        if cursor.flush_end is None:
-            cursor.flush_end = self.log.next
-            self._set_next(cursor, cursor.flush_end if cursor.next is None else cursor.next)
+        if cursor.state in (CursorState.PLACED, CursorState.WAITING_FOR_KEYFRAME):
+            end = self.log.next
+            position = end if cursor.next is None else cursor.next
+            cursor.flush_end = end
+            cursor.state = CursorState.FLUSHING
+            self._set_next(cursor, position)
 
     def flushed(self, cursor: Cursor) -> bool:
         """True when a flushing client has handed over everything it had."""
-        start, end = self.waiting(cursor)
-        return cursor.flush_end is not None and start >= end
+        return cursor.state is CursorState.FLUSHING and not self.has_waiting(cursor)
 
     # -- the stream --------------------------------------------------------
     def set_streamheader(self, headers: Iterable[Buffer]) -> None:
@@ -196,7 +235,7 @@ class History:
         """Soft-limit recovery, then the hard limit, for one client."""
         log, limits = self.log, self.limits
         start, end = self.waiting(cursor)
-        if soft and cursor.flush_end is None:
+        if soft and cursor.state is not CursorState.FLUSHING:
             recovery = recover(log, limits, self.recover_policy, start, end)
             if recovery is not None:
                 self._set_next(cursor, recovery.next)
@@ -232,7 +271,13 @@ class History:
         return keep
 
     # -- handing buffers to a client's stream ------------------------------
-    def _headers_due(self, cursor: Cursor) -> tuple[Buffer, ...]:
+    @property
+    def end(self) -> int:
+        """Sequence number the next buffer pushed will get."""
+        return self.log.next
+
+    def headers_due(self, cursor: Cursor) -> tuple[Buffer, ...]:
+        """The streamheaders the client gets before its next data buffer."""
         if cursor.headers_version == self.headers_version:
             return ()
         if cursor.headers_version < 0 or not cursor.headers_got:
@@ -241,22 +286,66 @@ class History:
             return ()
         return self.headers
 
+    def writable_directly(self, cursor: Cursor) -> bool:
+        """True when the client's waiting buffers can be written as they are,
+        by the direct-write path: it is placed (not in a remove-flush) and no
+        headers are due before them."""
+        return cursor.state is CursorState.PLACED and not self.headers_due(cursor)
+
+    def buffers(self, start: int, end: int) -> list[Buffer]:
+        """The retained buffers ``start .. end - 1``."""
+        log = self.log
+        return [log[seq] for seq in range(start, end)]
+
+    def segments(self, start: int, end: int, max_segments: int,
+                 max_bytes: int) -> tuple[list[memoryview], int, bool]:
+        """The non-empty segments of buffers ``start .. end - 1``, for one
+        ``writev``: ``(segments, total bytes, complete)``; ``complete`` is False
+        when they are more than ``max_segments`` or ``max_bytes``."""
+        log = self.log
+        segments: list[memoryview] = []
+        total = 0
+        for seq in range(start, end):
+            for segment in log[seq].segments:
+                if segment.nbytes:
+                    segments.append(segment)
+                    total += segment.nbytes
+            if len(segments) > max_segments or total > max_bytes:
+                return segments, total, False
+        return segments, total, True
+
+    def batch_full(self, start: int, max_buffers: int, max_bytes: int) -> bool:
+        """True when the buffers from ``start`` to the newest reach
+        ``max_buffers`` or ``max_bytes``, or would put a client that has them
+        waiting over half of a limit: the point where a batch of writes to
+        the clients that keep up must not grow any more."""
+        log = self.log
+        end = log.next
+        start = max(start, log.low)
+        return (end - start >= max_buffers
+                or log.bytes_between(start, end) >= max_bytes
+                or self.limits.near(log, start, end))
+
     def peek(self, cursor: Cursor, max_buffers: int) -> tuple[tuple[Buffer, ...], list[Buffer]]:
         """What the client would take next, without taking it: the headers due
         before the first data buffer, and up to ``max_buffers`` data buffers."""
         start, end = self.waiting(cursor)
         if start >= end:
             return (), []
-        log = self.log
-        data = [log[seq] for seq in range(start, min(end, start + max_buffers))]
-        return self._headers_due(cursor), data
+        return self.headers_due(cursor), self.buffers(start, min(end, start + max_buffers))
+
+    def _headers_taken(self, cursor: Cursor) -> None:
+        cursor.headers_version = self.headers_version
+        cursor.headers_got = self._header_bytes
 
     def advance(self, cursor: Cursor, end: int) -> None:
-        """Hand over every waiting buffer before ``end`` at once, when no
-        headers are due (the caller wrote them itself: the direct-write path).
-        Same bookkeeping as :meth:`take`, without listing the buffers."""
+        """Hand over every waiting buffer before ``end`` at once, for a client
+        :meth:`writable_directly` (the caller wrote them itself: the
+        direct-write path). Same bookkeeping as :meth:`take`, without listing
+        the buffers."""
         start = cursor.next
-        assert start is not None and cursor.headers_version == self.headers_version
+        assert start is not None and self.writable_directly(cursor)
+        self._headers_taken(cursor)
         bounds = self.log.pts_bounds(start, end)
         if bounds is not None:
             if cursor.first_pts is None:
@@ -271,9 +360,8 @@ class History:
         count = min(count, end - start)
         if count <= 0:
             return []
-        items = list(self._headers_due(cursor))
-        cursor.headers_version = self.headers_version
-        cursor.headers_got = self._header_bytes
+        items = list(self.headers_due(cursor))
+        self._headers_taken(cursor)
         log = self.log
         for seq in range(start, start + count):
             buffer = log[seq]

@@ -17,33 +17,26 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any
 
 import trio
 
 from ._buffer import Buffer, as_buffer
-from ._channel import Fanout
 from ._client import Client
 from ._clock import Clock
+from ._direct import DirectWriter
 from ._enums import ClientStatus, Format, SyncMethod
+from ._fanout import Fanout
+from ._history import CursorState
 from ._limits import Limits
 from ._placement import Burst
 from ._properties import SinkProperties, check_burst, check_sync
 from ._sockopts import apply_dscp
 from ._stats import ClientStats, SinkStatistics
-from ._writer import write_parked, write_socket, write_stream
+from ._writer import write_socket, write_stream
 
 __all__ = ["Sink"]
 
 logger = logging.getLogger("trio_msink")
-
-# A batch for parked clients is written at once, without waiting for the
-# producer to pause, when it reaches either size: 64 buffers or 256 KiB keep
-# one writev well under IOV_MAX and the socket buffer (Linux's default
-# tcp_wmem is 16 KiB to 4 MiB; GStreamer's queue2 defaults to 100 buffers).
-_BATCH_BUFFERS = 64
-_BATCH_BYTES = 256 * 1024
-
 
 
 class Sink(SinkProperties):
@@ -52,8 +45,11 @@ class Sink(SinkProperties):
     Use it as ``async with Sink(**properties) as sink:``. Every property is
     keyword-only, readable and assignable as an attribute at any time; an
     assignment is validated like the constructor argument and a refused value
-    (:exc:`TypeError` for a wrong type, :exc:`ValueError` for a wrong value)
-    changes nothing. Times are seconds; -1 means "unset" and, for the four
+    (:exc:`~trio_msink.PropertyTypeError`, a :exc:`TypeError`, for a wrong
+    type; :exc:`~trio_msink.PropertyValueError`, a :exc:`ValueError`, for a
+    wrong value; both carry the property's ``name``) changes nothing. The
+    properties are declared once, in :meth:`properties` and :meth:`callbacks`.
+    Times are seconds; -1 means "unset" and, for the four
     ``*_max``/``*_soft_max`` limits, 0 also means "no limit".
 
     The sink never closes a stream it was given: after
@@ -61,15 +57,13 @@ class Sink(SinkProperties):
     stream is the caller's again.
     """
 
-    def __init__(self, **properties: Any) -> None:
-        super().__init__(**properties)
+    def __post_init__(self) -> None:
         self._fanout = Fanout()
         self._clients: dict[trio.abc.SendStream, Client] = {}
-        # Socket clients whose writer is parked (caught up): send writes to
-        # them directly, without waking a task per client per buffer.
-        self._parked: dict[Client, None] = {}
-        self._flushed_to = 0  # parked clients have been written up to here
-        self._flush_wanted = trio.Event()
+        # Socket clients that keep up are written from send, without waking
+        # a task per client per buffer.
+        self._direct = DirectWriter(self._fanout.history,
+                                    lambda: self._dispatch_callback() is not None)
         self._bytes_served = 0
         self._nursery: trio.Nursery | None = None
         self._lifetime: AbstractAsyncContextManager[None] | None = None
@@ -77,31 +71,34 @@ class Sink(SinkProperties):
         self._started = False
         self._exited = False
         self._clock = Clock(self._queue)
-        self._apply_settings()
+        self._apply_values()
 
-    # -- settings ------------------------------------------------------------
-    def _settings_changed(self, changes: dict[str, object]) -> None:
-        self._apply_settings()
+    # -- properties ------------------------------------------------------------
+    def _values_changed(self, changes: dict[str, object]) -> None:
+        self._apply_values()
         if "qos_dscp" in changes:
             for client in self._clients.values():
                 apply_dscp(client.stream, self.qos_dscp)
         if "timeout" in changes:
             self._fanout.wake()
 
-    def _apply_settings(self) -> None:
+    def _default_burst(self) -> Burst:
+        """The burst of :meth:`add`: ``burst_format``/``burst_value``, no maximum."""
+        return Burst(self.burst_format, self.burst_value, Format.UNDEFINED, -1)
+
+    def _apply_values(self) -> None:
         history = self._fanout.history
-        s = self._settings
         history.limits = Limits(
-            s["buffers_max"], s["buffers_soft_max"], s["unit_format"],
-            s["units_max"], s["units_soft_max"],
+            self.buffers_max, self.buffers_soft_max, self.unit_format,
+            self.units_max, self.units_soft_max,
         )
-        history.recover_policy = s["recover_policy"]
-        history.sync_method = s["sync_method"]
-        history.default_burst = Burst(s["burst_format"], s["burst_value"])
-        history.bytes_min = s["bytes_min"]
-        history.time_min = s["time_min"]
-        history.buffers_min = s["buffers_min"]
-        history.resend_streamheader = s["resend_streamheader"]
+        history.recover_policy = self.recover_policy
+        history.sync_method = self.sync_method
+        history.default_burst = self._default_burst()
+        history.bytes_min = self.bytes_min
+        history.time_min = self.time_min
+        history.buffers_min = self.buffers_min
+        history.resend_streamheader = self.resend_streamheader
 
     # -- lifecycle -------------------------------------------------------------
     async def __aenter__(self) -> Sink:
@@ -133,7 +130,7 @@ class Sink(SinkProperties):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self._clock.run)
-            nursery.start_soon(self._run_flusher)
+            nursery.start_soon(self._direct.run)
             try:
                 yield
                 await self._drain()
@@ -225,8 +222,7 @@ class Sink(SinkProperties):
         Raises :exc:`TypeError` if ``stream`` is not a ``trio.abc.SendStream``
         and :exc:`trio.ClosedResourceError` on a closed sink.
         """
-        self._add(stream, self.sync_method,
-                  Burst(self.burst_format, self.burst_value, Format.UNDEFINED, -1))
+        self._add(stream, self.sync_method, self._default_burst())
 
     def add_full(
         self,
@@ -254,7 +250,8 @@ class Sink(SinkProperties):
             if callback is not None:
                 self._call_quietly(callback, stream, ClientStatus.DUPLICATE)
             return None
-        client = Client(self, stream, self._fanout.open_channel(stream, method, burst))
+        history = self._fanout.history
+        client = Client(self, stream, history, history.add(stream, method, burst))
         self._clients[stream] = client
         apply_dscp(stream, self.qos_dscp)
         nursery.start_soon(self._run_client, client)
@@ -314,13 +311,13 @@ class Sink(SinkProperties):
         arrives later), then remove it with status ``REMOVED``. A client with
         nothing queued or being written is removed at once."""
         client = self._clients.get(stream)
-        if client is None or client.removed or client.channel.flushing():
+        if client is None or client.removed or client.cursor.state is CursorState.FLUSHING:
             return
-        client.channel.start_flush()
-        if client.channel.flushed() and not client.writing:
+        self._fanout.start_flush(client.cursor)
+        if self._fanout.history.flushed(client.cursor) and not client.writing:
             self._remove_client(client, ClientStatus.REMOVED)
         else:
-            client.unpark()
+            self._direct.unpark(client)
 
     def clear(self) -> None:
         """Remove every client with status ``REMOVED``."""
@@ -362,53 +359,15 @@ class Sink(SinkProperties):
         await self._clock.send(item, sync=self.sync)
 
     def _queue(self, buffer: Buffer) -> None:
+        """Queue ``buffer`` now (the clock says it is due) and act on what the
+        history did: remove the clients over a hard limit, write the batch."""
         result = self._fanout.send_nowait(buffer)
         for cursor in result.over_hard:
             client = self._clients.get(cursor.handle)  # type: ignore[call-overload]
             if client is not None:
                 self._remove_client(client, ClientStatus.SLOW)
-        if self._parked and result.queued:
-            history = self._fanout.history
-            start, end = self._flushed_to, history.log.next
-            if (end - start >= _BATCH_BUFFERS
-                    or history.log.bytes_between(max(start, history.log.low), end) >= _BATCH_BYTES
-                    or history.limits.near(history.log, max(start, history.log.low), end)):
-                self._write_parked()
-            else:
-                self._flush_wanted.set()
-
-    def _write_parked(self) -> None:
-        self._flushed_to = self._fanout.history.log.next
-        write_parked(list(self._parked), self._fanout.history,
-                     dispatched=self.send_dispatched and self.on_dispatched is not None)
-
-    async def _run_flusher(self) -> None:
-        """Write to parked clients once the producer pauses.
-
-        ``send`` leaves new buffers for parked clients to this task, which
-        waits while the producer keeps sending (each pass of the scheduler
-        that brings new buffers) and then writes them all in one ``writev``
-        per client. A producer that sends a burst of buffers costs one
-        system call per client, not one per buffer per client; a paced
-        producer gets each buffer written as soon as it yields. ``send``
-        writes at once instead when the batch would reach half of a limit
-        (so batching never pushes a client over one) or its size caps.
-        """
-        while True:
-            await self._flush_wanted.wait()
-            self._flush_wanted = trio.Event()
-            log = self._fanout.history.log
-            # Trio may run this task before or after the producer within one
-            # pass of the scheduler, so only two passes in a row without a
-            # new buffer show that the producer has really paused.
-            seen, quiet = -1, 0
-            while quiet < 2 and log.next > self._flushed_to:
-                quiet = quiet + 1 if log.next == seen else 0
-                seen = log.next
-                await trio.lowlevel.checkpoint()
-            if log.next > self._flushed_to:
-                self._write_parked()
-
+        if result.queued:
+            self._direct.queued()
 
     # -- client tasks ----------------------------------------------------------------
     async def _run_client(self, client: Client) -> None:
@@ -427,10 +386,9 @@ class Sink(SinkProperties):
         stream = client.stream
         try:
             if type(stream) is trio.SocketStream and stream.socket.type == socket.SOCK_STREAM:
-                client.fd = stream.socket.fileno()
-                await write_socket(client, stream)
+                await write_socket(client, stream, self._fanout, self._direct)
             else:
-                await write_stream(client, stream)
+                await write_stream(client, stream, self._fanout)
         except (trio.BrokenResourceError, trio.ClosedResourceError, BrokenPipeError,
                 ConnectionResetError):
             self._remove_client(client, ClientStatus.CLOSED)
@@ -462,11 +420,9 @@ class Sink(SinkProperties):
         client.status = status
         client.disconnect_time = time.time()
         client.disconnect_clock = trio.current_time()
-        client.channel.close()
+        self._fanout.history.remove(client.cursor)
         client.scope.cancel()
-        if client.parked:
-            client.parked = False
-            del self._parked[client]
+        self._direct.unpark(client)
         stream = client.stream
         try:
             if self.on_client_removed is not None:
@@ -477,6 +433,13 @@ class Sink(SinkProperties):
             if self.on_client_socket_removed is not None:
                 self._call_quietly(self.on_client_socket_removed, stream)
             client.gone.set()
+
+    # -- what clients ask of the sink (ClientHost) -----------------------------
+    def _dispatch_callback(self) -> Callable[[trio.abc.SendStream, Buffer], object] | None:
+        return self.on_dispatched if self.send_dispatched else None
+
+    def _client_wrote(self, nbytes: int) -> None:
+        self._bytes_served += nbytes
 
     def _call_quietly(self, callback: Callable[..., object], *args: object) -> None:
         try:

@@ -4,98 +4,147 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
+import math
 import sys
+import traceback
 from collections.abc import Sequence
-from typing import Any
+from importlib import metadata
+from typing import Any, NoReturn
 
 import trio
 
-from .. import Format, RecoverPolicy, SyncMethod
-from ._options import add_sink_flags, flag_of, sink_properties
+from ..framing import DEFAULT_CHUNK_SIZE, FORMATS
+from ..fronts.http import DEFAULT_HEADER_TIMEOUT
+from ._defaults import describe_default, format_defaults
+from ._errors import CommandError
+from ._options import add_sink_flags, explicit_properties, flag_of, sink_properties
 from ._sources import SourceError, parse_host_port
 
 __all__ = ["main"]
 
 PROG = "trio-msink"
 
-# `demo`: real-time video for players that join at any time. Players need a
-# keyframe to start (latest-keyframe gives them the newest one at once);
-# 2 s of history lets a joining player start without waiting; a client more
-# than ~4 s (at 25 fps) behind is resynced on a keyframe, and one 20 s behind
-# is dropped, so a stalled player never holds more than that in memory.
-DEMO_DEFAULTS: dict[str, Any] = {
-    "sync_method": SyncMethod.LATEST_KEYFRAME,
-    "recover_policy": RecoverPolicy.RESYNC_KEYFRAME,
-    "buffers_soft_max": 100,
-    "buffers_max": 500,
-    "time_min": 2.0,
-    "unit_format": Format.BUFFERS,
-    "timeout": 30.0,
-    "linger": 2.0,
-}
+# `demo`: the serve defaults for MPEG-TS (players join on the newest
+# keyframe, a client more than 5 s behind is resynced on a keyframe, one that
+# stops reading is removed after 10 s), plus 2 s of history so that a joining
+# player has a keyframe at once, and a short linger for a quick Ctrl-C.
+DEMO_EXTRAS: dict[str, Any] = {"time_min": 2.0, "linger": 2.0}
 DEMO_FRONTS = {"tcp": "127.0.0.1:9000", "http": "127.0.0.1:8080", "ws": "127.0.0.1:8081"}
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Fan a live stream out to TCP, HTTP and WebSocket clients."
+class _Parser(argparse.ArgumentParser):
+    """A parser whose errors are the one-line usage and one error line, as
+    ``trio-msink: error: ...`` (argparse would print the whole usage, 40
+    lines with every sink flag, and its own prog with the subcommand)."""
+
+    #: The parser of each subcommand, whose usage line its flag errors show.
+    commands: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"usage: {self.prog} {self._short_usage()}\n{PROG}: error: {message}\n")
+
+    def _short_usage(self) -> str:
+        return self.usage.replace("%(prog)s ", "", 1) if self.usage else "..."
+
+
+def _version() -> str:
+    try:
+        return metadata.version("trio-msink")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        from .. import __version__
+
+        return __version__
+
+
+def _parser() -> _Parser:
+    parser = _Parser(
+        prog=PROG, usage="%(prog)s {serve,demo} [options]",
+        description="Fan a live stream out to TCP, HTTP and WebSocket clients.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = sub.add_parser("serve", help="serve SOURCE to clients")
+    serve = sub.add_parser("serve", help="serve SOURCE to clients", prog=f"{PROG} serve",
+                           usage="%(prog)s [SOURCE] [options]")
     serve.add_argument("source", nargs="?", default="-", metavar="SOURCE",
                        help="-, a file, tcp://HOST:PORT or test (default: -, stdin)")
     _add_server_flags(serve)
-    add_sink_flags(serve, {})
-    demo = sub.add_parser("demo", help="serve the test stream on TCP 9000, HTTP 8080, WS 8081")
+    add_sink_flags(serve)
+    demo = sub.add_parser("demo", help="serve the test stream on TCP 9000, HTTP 8080, WS 8081",
+                          prog=f"{PROG} demo", usage="%(prog)s [options]")
     _add_server_flags(demo, DEMO_FRONTS)
-    add_sink_flags(demo, DEMO_DEFAULTS)
+    add_sink_flags(demo, _describe_demo_default)
+    parser.commands = {"serve": serve, "demo": demo}
     return parser
+
+
+def _describe_demo_default(name: str) -> str | None:
+    if name in DEMO_EXTRAS:
+        return f"{DEMO_EXTRAS[name]:g}"
+    return describe_default(name, "mpegts")
+
+
+def _stream_format(args: argparse.Namespace) -> str:
+    """The format the initial Sink's defaults are for (``auto``: undetected)."""
+    if args.source == "test" and args.format == "auto":
+        return "mpegts"  # the test pattern is MPEG-TS
+    return str(args.format)
+
+
+def command_properties(args: argparse.Namespace) -> dict[str, Any]:
+    """The initial Sink's properties: the flags given, else the command's
+    defaults for the stream's format (and demo's), else the Sink's."""
+    explicit: frozenset[str] = args.explicit_properties
+    defaults = format_defaults(_stream_format(args), explicit)
+    if args.command == "demo":
+        defaults.update({k: v for k, v in DEMO_EXTRAS.items() if k not in explicit})
+    return sink_properties(args, defaults)
 
 
 def _add_server_flags(parser: argparse.ArgumentParser,
                       fronts: dict[str, str] | None = None) -> None:
     fronts = fronts or {}
+
+    def default(front: str) -> str:
+        return f" (default: {fronts[front]})" if front in fronts else ""
+
     parser.add_argument("--tcp", metavar="HOST:PORT", default=fronts.get("tcp"),
-                        help="serve raw stream bytes on this TCP address")
+                        help="serve raw stream bytes on this TCP address" + default("tcp"))
     parser.add_argument("--http", metavar="HOST:PORT", default=fronts.get("http"),
-                        help="serve HTTP (/stream, /stats, /) on this address")
+                        help="serve HTTP (/stream, /stats, /) on this address" + default("http"))
     parser.add_argument("--ws", metavar="HOST:PORT", default=fronts.get("ws"),
-                        help="serve WebSocket clients on this address")
-    parser.add_argument("--format", choices=["auto", "mpegts", "h264", "raw"], default="auto",
+                        help="serve WebSocket clients on this address" + default("ws"))
+    parser.add_argument("--format", choices=FORMATS, default="auto",
                         help="framing of the input (default: auto)")
-    parser.add_argument("--chunk-size", type=int, default=1316, metavar="BYTES",
+    parser.add_argument("--fps", type=float, default=None, metavar="F",
+                        help="pictures per second of an H.264 elementary stream, which has "
+                             "no timestamps: paces it and gives the time limits a clock "
+                             "(default: none)")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="BYTES",
                         help="buffer size for --format raw (default: %(default)s)")
     parser.add_argument("--content-type", default=None,
                         help="Content-Type of HTTP /stream (default: from --format)")
     parser.add_argument("--test-seconds", type=float, default=None, metavar="S",
                         help="with SOURCE test: stop after S seconds (default: never)")
-    parser.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
-                        help="seconds an HTTP client has to send its request headers")
+    parser.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT,
+                        metavar="S", help="seconds an HTTP client has to send its request "
+                                          "headers (default: %(default)g)")
     parser.add_argument("--workers", type=int, default=1, metavar="K",
                         help="serve clients from K processes (default: %(default)s)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log debug details; on a failure, print its traceback too")
 
 
-def _fail(parser: argparse.ArgumentParser, message: str) -> None:
-    parser.exit(2, f"{PROG}: error: {message}\n")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        args.source = "test"
-    props = sink_properties(args)
+def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                 props: dict[str, Any]) -> dict[str, tuple[str, int]]:
+    """Validate every flag before anything starts; returns the fronts."""
     from .. import Sink
 
     try:
-        Sink(**props)  # validate every flag before anything starts
+        Sink(**props)
     except (TypeError, ValueError) as exc:
         name = str(exc).split(" ", 1)[0].rstrip(":")
         flag = flag_of(name) if name in props else "options"
-        _fail(parser, f"argument {flag}: {exc}")
+        parser.error(f"argument {flag}: {exc}")
     fronts: dict[str, tuple[str, int]] = {}
     for front in ("tcp", "http", "ws"):
         value = getattr(args, front)
@@ -103,32 +152,88 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 fronts[front] = parse_host_port(value, f"argument --{front}")
             except SourceError as exc:
-                _fail(parser, str(exc))
+                parser.error(str(exc))
     if not fronts:
         fronts["tcp"] = ("127.0.0.1", 4953)  # tcpserversink's default port
     if args.workers < 1:
-        _fail(parser, f"argument --workers: must be >= 1, not {args.workers}")
+        parser.error(f"argument --workers: must be >= 1, not {args.workers}")
     if args.chunk_size <= 0:
-        _fail(parser, f"argument --chunk-size: must be > 0, not {args.chunk_size}")
+        parser.error(f"argument --chunk-size: must be > 0, not {args.chunk_size}")
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        parser.error(f"argument --fps: must be a number > 0, not {args.fps:g}")
+    return fronts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit status (0 at the end of the input or
+    on SIGINT/SIGTERM, 1 for a failure while running, 2 for a bad flag).
+
+    A failure prints one line, ``trio-msink: error: <what failed>: <why>``,
+    and its traceback only with ``-v``.
+    """
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    command = parser.commands[args.command]
+    if unknown:
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "demo":
+        args.source = "test"
+    args.explicit_properties = explicit_properties(args)
+    props = command_properties(args)
+    fronts = _check_flags(command, args, props)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format=f"{PROG}: %(message)s", stream=sys.stderr,
     )
-    from ._server import Server
+    try:
+        from ._server import Server
 
-    try:
-        server = Server(args, props, fronts)
-    except SourceError as exc:
-        _fail(parser, str(exc))
-    try:
+        try:
+            server = Server(args, props, fronts)
+        except SourceError as exc:
+            command.error(str(exc))
         trio.run(server.run)
-    except OSError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
+    except SystemExit:
+        raise
+    except BaseException as exc:  # every failure becomes one line (traceback with -v)
+        if all(isinstance(leaf, KeyboardInterrupt) for leaf in _leaves(exc)):
+            return 0  # Ctrl-C before the signal handler took over: a stop, not a failure
+        return _report(exc, verbose=args.verbose)
     return 0
 
 
-def _signals() -> tuple[int, ...]:
-    return (signal.SIGINT, signal.SIGTERM)
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, in order."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def failure_line(exc: BaseException) -> str:
+    """``<what failed>: <why>`` for an exception that ended the command: the
+    first :exc:`CommandError` inside it (through exception groups), else the
+    first :exc:`OSError`, else the first exception, named as unexpected."""
+    leaves = _leaves(exc)
+    for leaf in leaves:
+        if isinstance(leaf, (CommandError, SourceError)):
+            return str(leaf)
+    for leaf in leaves:
+        if isinstance(leaf, OSError):
+            why = _lower_first(leaf.strerror or str(leaf))
+            return why if leaf.filename is None else f"{leaf.filename}: {why}"
+    first = leaves[0] if leaves else exc
+    return f"unexpected {type(first).__name__}: {first} (-v shows the traceback)"
+
+
+def _lower_first(text: str) -> str:
+    """``Address already in use`` → ``address already in use`` (not ``IPv6 ...``)."""
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        return text[0].lower() + text[1:]
+    return text
+
+
+def _report(exc: BaseException, *, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"{PROG}: error: {failure_line(exc)}", file=sys.stderr, flush=True)
+    return 1

@@ -1,15 +1,20 @@
-"""Command-line flags for every Sink property, with the Sink's own defaults
-and validation (a refused value names its flag and exits with status 2)."""
+"""Command-line flags for every Sink property, with the Sink's validation (a
+refused value names its flag and exits with status 2); the defaults are the
+command's (see :mod:`._defaults`) where it has one, else the Sink's."""
 
 from __future__ import annotations
 
 import argparse
 import enum
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import Format, RecoverPolicy, Sink, SyncMethod
+from ._defaults import describe_default
 
-__all__ = ["PROPERTIES", "add_sink_flags", "flag_of", "sink_properties"]
+__all__ = [
+    "PROPERTIES", "add_sink_flags", "explicit_properties", "flag_of", "sink_properties",
+]
 
 _ENUMS: dict[str, type[enum.IntEnum]] = {
     "unit_format": Format,
@@ -89,29 +94,41 @@ def _integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
-def add_sink_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
-    """One flag per Sink property; ``defaults`` overrides the Sink's defaults."""
+def add_sink_flags(parser: argparse.ArgumentParser,
+                   describe: Callable[[str], str | None] = describe_default) -> None:
+    """One flag per Sink property. A flag not given leaves no attribute in
+    the parsed namespace (see :func:`explicit_properties`); ``describe(name)``
+    states the command's default in ``--help`` (``None``: the Sink's own)."""
     group = parser.add_argument_group("sink options (the Sink properties)")
     sink = Sink()  # the library's own defaults
     for name in PROPERTIES:
-        default: Any = defaults.get(name, getattr(sink, name))
-        help_text = f"{_HELP.get(name, '')} (default: %(default)s)"
-        if isinstance(default, bool):
-            group.add_argument(flag_of(name), dest=name, default=default,
+        library: Any = getattr(sink, name)
+        shown = describe(name)
+        if shown is None:
+            shown = _kebab(library.name.lower()) if name in _ENUMS else str(library)
+        help_text = f"{_HELP[name]} (default: {shown})"
+        if isinstance(library, bool):
+            group.add_argument(flag_of(name), dest=name, default=argparse.SUPPRESS,
                                action=argparse.BooleanOptionalAction, help=help_text)
         elif name in _ENUMS:
             cls = _ENUMS[name]
             choices = "|".join(_kebab(m.name.lower()) for m in cls)
             group.add_argument(flag_of(name), dest=name, type=_enum_type(cls),
-                               default=default, metavar=choices,
-                               help=help_text.replace("%(default)s",
-                                                      _kebab(cls(default).name.lower())))
+                               default=argparse.SUPPRESS, metavar=choices, help=help_text)
         else:
             group.add_argument(flag_of(name), dest=name,
                                type=_integer if name in _INTS else _number,
-                               default=default, metavar="N", help=help_text)
+                               default=argparse.SUPPRESS, metavar="N", help=help_text)
 
 
-def sink_properties(args: argparse.Namespace) -> dict[str, Any]:
-    """The Sink keyword arguments from parsed flags."""
-    return {name: getattr(args, name) for name in PROPERTIES}
+def explicit_properties(args: argparse.Namespace) -> frozenset[str]:
+    """The Sink properties whose flag was given on the command line."""
+    return frozenset(name for name in PROPERTIES if hasattr(args, name))
+
+
+def sink_properties(args: argparse.Namespace, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The Sink keyword arguments: the flags given, else ``defaults`` (the
+    command's), else the Sink's own defaults."""
+    sink = Sink()
+    return {name: getattr(args, name, defaults.get(name, getattr(sink, name)))
+            for name in PROPERTIES}

@@ -19,6 +19,7 @@ from ..framing import open_framer
 from ..fronts import ClientRegistry, HttpFront, WebSocketFront
 from ._display import Display
 from ._sources import open_source
+from ._timeline import Timeline
 
 __all__ = ["Output", "Server", "front_handlers", "front_url"]
 
@@ -96,12 +97,12 @@ class Server:
         self.source: AsyncGenerator[bytes, None] = open_source(args.source,
                                                        test_seconds=args.test_seconds)
         fmt = "mpegts" if args.source == "test" and args.format == "auto" else args.format
-        self.framer = open_framer(fmt, chunk_size=args.chunk_size)
+        self.framer = open_framer(fmt, chunk_size=args.chunk_size, fps=args.fps)
         self.content_type = args.content_type or _CONTENT_TYPES.get(fmt, "video/mp2t")
         self.registry = ClientRegistry()
         self.display = Display(self.registry, interactive=sys.stderr.isatty())
 
-    def _callbacks(self) -> dict[str, Callable[..., object]]:
+    def _callbacks(self) -> dict[str, Any]:  # Sink() checks each callback
         def added(stream: trio.abc.SendStream) -> None:
             self.display.client_added(stream)
 
@@ -129,7 +130,7 @@ class Server:
                     for url in urls:
                         print(url, flush=True)
                     if self.args.command == "demo":
-                        self._print_demo_help()
+                        self._print_demo_help(urls)
                     main.start_soon(self._watch_signals, main.cancel_scope)
                     main.start_soon(self.display.run)
                     await self._pump(sink)
@@ -172,7 +173,7 @@ class Server:
                         for url in urls:
                             print(url, flush=True)
                         if self.args.command == "demo":
-                            self._print_demo_help()
+                            self._print_demo_help(urls)
                         main.start_soon(self._watch_signals, main.cancel_scope)
                         await self._pump(_Tee(pool, sink))
                         logger.info("end of input")
@@ -184,15 +185,18 @@ class Server:
             with trio.CancelScope(shield=True):
                 await pool.close()
 
-    def _print_demo_help(self) -> None:
-        tcp, http, ws = (self.fronts[k] for k in ("tcp", "http", "ws"))
-        print(
-            f"{'':2}watch it:  ffplay tcp://{tcp[0]}:{tcp[1]}\n"
-            f"{'':2}           vlc http://{http[0]}:{http[1]}/stream\n"
-            f"{'':2}live stats in a browser: http://{http[0]}:{http[1]}/"
-            f"  (WebSocket: ws://{ws[0]}:{ws[1]}/)",
-            file=sys.stderr, flush=True,
-        )
+    def _print_demo_help(self, urls: list[str]) -> None:
+        """How to watch the demo, with the URLs the fronts really listen on."""
+        url = {u.split("://", 1)[0]: u for u in urls}
+        hints = []
+        if "tcp" in url:
+            hints.append(f"watch it:  ffplay {url['tcp']}")
+        if "http" in url:
+            hints.append(f"{'':11}vlc {url['http']}stream")
+            hints.append(f"live stats in a browser: {url['http']}")
+        if "ws" in url:
+            hints.append(f"WebSocket: {url['ws']}")
+        print("\n".join("  " + hint for hint in hints), file=sys.stderr, flush=True)
 
     async def _watch_signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -204,6 +208,7 @@ class Server:
     async def _pump(self, sink: Output) -> None:
         framer = self.framer
         headers: list[bytes] = []
+        timeline = Timeline()  # pts that never go backwards (docs/framing.md)
 
         async def send_all(buffers: list[Buffer]) -> None:
             nonlocal headers
@@ -212,7 +217,7 @@ class Server:
                 headers = current
                 sink.set_streamheader(framer.streamheader)
             for buffer in buffers:
-                await sink.send(buffer)
+                await sink.send(timeline.stamp(buffer, trio.current_time()))
 
         async with aclosing(self.source) as source:
             async for chunk in source:

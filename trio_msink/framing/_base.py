@@ -38,6 +38,10 @@ class Framer(ABC):
     :meth:`feed`/:meth:`flush` call changed them. Check it right after the
     call and give the new headers to :meth:`Sink.set_streamheader` before
     sending the buffers that call returned.
+
+    :meth:`restart` says that the input starts over from a new upstream (a
+    reconnect, a new publisher, another origin): the framer drops what it
+    holds and emits nothing until the new stream's headers and a keyframe.
     """
 
     #: Name of the format, as accepted by :func:`open_framer`.
@@ -47,6 +51,14 @@ class Framer(ABC):
         self._streamheader: list[Buffer] = []
         self._header_changed = False
         self._discarded = 0
+        # After restart(): the headers before it (as bytes), while nothing is
+        # emitted until the new stream's headers and a keyframe are there;
+        # None when output flows.
+        self._gate: list[bytes] | None = None
+        # Headers the new stream announced while the gate is closed: made
+        # current only when the gate opens, so that streamheader never goes
+        # through a state of no headers or of headers without a keyframe.
+        self._gate_headers: list[Buffer] | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Buffer]:
         """Add bytes of the stream; return the buffers completed by them.
@@ -62,9 +74,39 @@ class Framer(ABC):
 
         The framer can be fed again afterwards; it starts over as after a
         discontinuity but keeps its streamheader and timestamp counters.
+        After :meth:`restart`, what is held before the new stream's
+        headers and keyframe is still dropped.
         """
         self._header_changed = False
         return self._flush()
+
+    def restart(self) -> None:
+        """The input starts over from a new upstream (a reconnect, a new
+        publisher, another origin).
+
+        The framer drops partial input and any half-built unit, and starts
+        over as on a new stream: the timestamps of the new upstream are
+        unrelated to those before (MPEG-TS unwrapping, the H.264 picture
+        count start again; see :class:`trio_msink.cli._timeline.Timeline`
+        for keeping the Sink's pacing right across it), and ``auto`` probes
+        the format again. Nothing is emitted until the new stream's headers
+        (MPEG-TS: PAT and PMT; H.264: SPS and PPS; none for raw) and then a
+        keyframe have arrived, so the first buffer emitted after a restart
+        is a keyframe. :attr:`streamheader` keeps the old headers until
+        then; on the call that returns that keyframe it holds the new ones,
+        and :attr:`header_changed` is True if they differ from the headers
+        before the restart.
+        """
+        self._header_changed = False
+        if self._gate is None:
+            self._gate = [h.tobytes() for h in self._streamheader]
+        self._gate_headers = None
+        self._restart()
+
+    @property
+    def restarting(self) -> bool:
+        """True from :meth:`restart` until the first buffer of the new stream."""
+        return self._gate is not None
 
     @property
     def streamheader(self) -> list[Buffer]:
@@ -92,11 +134,46 @@ class Framer(ABC):
     @abstractmethod
     def _flush(self) -> list[Buffer]: ...
 
+    @abstractmethod
+    def _restart(self) -> None:
+        """Drop everything held and every piece of parsing and timestamp
+        state, headers included, as for a new stream."""
+
+    def _has_headers(self) -> bool:
+        """Whether the stream's headers, as far as a decoder needs them, are known."""
+        return True
+
     def _set_streamheader(self, headers: list[Buffer]) -> None:
+        if self._gate is not None:
+            self._gate_headers = headers
+            return
         old = [h.tobytes() for h in self._streamheader]
         if old != [h.tobytes() for h in headers]:
             self._streamheader = headers
             self._header_changed = True
+
+    def _admit(self, buffer: Buffer) -> bool:
+        """Whether ``buffer``, being completed now, is emitted.
+
+        Always, but after :meth:`restart`: not before the first keyframe
+        completed once the new stream's headers are known (the gate opens
+        there). Framers call it as they complete each buffer, so that
+        headers arriving after a keyframe do not admit that keyframe.
+        """
+        if self._gate is None:
+            return True
+        if buffer.keyframe and not buffer.header and self._has_headers():
+            self._open_gate()
+            return True
+        return False
+
+    def _open_gate(self) -> None:
+        before, self._gate = self._gate, None
+        headers, self._gate_headers = self._gate_headers, None
+        if headers is None:
+            headers = self._streamheader  # none announced: raw, or unchanged
+        self._streamheader = headers
+        self._header_changed = [h.tobytes() for h in headers] != before
 
 
 def _as_bytes(data: object, name: str) -> bytes:

@@ -82,6 +82,7 @@ class AutoFramer(Framer):
     ``opts`` are the options of the formats it may pick (``max_unit_size``,
     ``fps``, ``chunk_size``); each is given to the formats that take it.
     All are checked at construction, not only those of the format chosen.
+    :meth:`restart` forgets the format and probes the new stream again.
 
     Raises :exc:`FramingError` for an unknown or invalid option.
     """
@@ -96,6 +97,7 @@ class AutoFramer(Framer):
         self._opts = _check_options(opts, "auto")
         self._probe = bytearray()
         self._framer: Framer | None = None
+        self._previous: Framer | None = None  # the framer before restart()
 
     @property
     def detected(self) -> str | None:
@@ -114,8 +116,9 @@ class AutoFramer(Framer):
 
     @property
     def discarded(self) -> int:
-        """Bytes of input skipped by the chosen framer."""
-        return self._framer.discarded if self._framer else 0
+        """Bytes of input skipped by the chosen framers."""
+        held = (self._framer, self._previous)
+        return self._discarded + sum(f.discarded for f in held if f is not None)
 
     def _feed(self, data: bytes) -> list[Buffer]:
         if self._framer is None:
@@ -123,11 +126,9 @@ class AutoFramer(Framer):
             name = detect_format(self._probe, probe_size=self._probe_size)
             if name is None:
                 return []
-            self._framer = _make(name, self._opts)
+            self._framer = self._new_framer(name)
             data, self._probe = bytes(self._probe), bytearray()
-        out = self._framer.feed(data)
-        self._follow()
-        return out
+        return self._follow(self._framer.feed(data))
 
     def _flush(self) -> list[Buffer]:
         out: list[Buffer] = []
@@ -135,19 +136,41 @@ class AutoFramer(Framer):
             if not self._probe:
                 return out
             name = detect_format(self._probe, final=True, probe_size=self._probe_size)
-            self._framer = _make(name or "raw", self._opts)
-            out = self._framer.feed(bytes(self._probe))
+            self._framer = self._new_framer(name or "raw")
+            out = self._follow(self._framer.feed(bytes(self._probe)))
             self._probe = bytearray()
-            self._follow()
-        out += self._framer.flush()
-        self._follow()
+        out += self._follow(self._framer.flush())
         return out
 
-    def _follow(self) -> None:
+    def _restart(self) -> None:
+        self._probe = bytearray()
+        if self._framer is not None:
+            self._previous = self._framer
+        self._framer = None
+
+    def _new_framer(self, name: str) -> Framer:
+        previous, self._previous = self._previous, None
+        if previous is not None and previous.format == name:
+            # The same format again: its framer knows the headers before, so
+            # that headers equal to them are no change.
+            framer = previous
+        else:
+            if previous is not None:
+                self._discarded += previous.discarded
+            framer = _make(name, self._opts)
+        if self._gate is not None:
+            # The framer holds back what comes before the new stream's
+            # headers and keyframe, deciding it as each buffer completes.
+            framer.restart()
+        return framer
+
+    def _follow(self, out: list[Buffer]) -> list[Buffer]:
+        """Take over the chosen framer's headers and output."""
         assert self._framer is not None
-        if self._framer.header_changed:
-            self._streamheader = self._framer.streamheader
-            self._header_changed = True
+        if self._framer.header_changed or (self._gate is not None and out):
+            # Even unchanged ones: after a restart they are the new stream's.
+            self._set_streamheader(self._framer.streamheader)
+        return [buffer for buffer in out if self._admit(buffer)]
 
 
 def open_framer(format: str = "auto", **opts: Any) -> Framer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .._buffer import Buffer
 from ._base import DEFAULT_MAX_UNIT_SIZE, Framer, check_rate, check_size
 from ._nal import START_CODE, h264_is_vcl, parse_ue
+from ._sps import sps_frame_rate
 
 __all__ = ["H264Framer"]
 
@@ -31,10 +32,20 @@ class H264Framer(Framer):
     :attr:`streamheader` is the latest SPS of each id followed by the latest
     PPS of each id, each a ``header=True`` buffer with a 4-byte start code.
 
-    With ``fps``, the n-th picture (from 0) gets ``pts = n / fps`` and
-    ``duration = 1 / fps``; without it buffers carry no timestamps (a raw
-    elementary stream has none). A unit over ``max_unit_size`` bytes is cut,
-    the rest following as delta buffers without timestamps.
+    Timestamps: an elementary stream carries none, but its SPS may declare
+    a frame rate (VUI timing info: ``time_scale / (2 * num_units_in_tick)``
+    pictures per second). The rate in force is ``fps`` when given, else
+    that of the latest SPS with timing info; with a rate, the n-th picture
+    (from 0) gets ``pts = n / rate`` and ``duration = 1 / rate`` (when the
+    SPS's rate changes, the pictures after it are spaced by the new one,
+    continuing from where the old one left). Pictures before any rate is
+    known, and every picture when none ever is, carry no timestamps. Since
+    pictures are counted in stream order, these timestamps follow the
+    decode order, B-frames or not. A unit over ``max_unit_size`` bytes is
+    cut, the rest following as delta buffers without timestamps.
+
+    After :meth:`restart` the picture count starts again from 0, and the
+    SPS rate must be read again from the new stream.
 
     Raises :exc:`FramingError` if ``fps`` is not a positive number or None,
     or ``max_unit_size`` is not an int >= 1.
@@ -48,6 +59,9 @@ class H264Framer(Framer):
         super().__init__()
         self._fps = check_rate("fps", fps)
         self._max_unit = check_size("max_unit_size", max_unit_size, 1)
+        self._restart()
+
+    def _restart(self) -> None:
         self._pending = bytearray()  # unread bytes, from the current NAL's tail
         self._search = 0  # where to look for the next start code in _pending
         self._in_nal = False  # a NAL has started: pending bytes belong to the unit
@@ -55,11 +69,17 @@ class H264Framer(Framer):
         self._parameter_set: bytearray | None = None  # SPS/PPS being collected
         self._sps: dict[int, bytes] = {}
         self._pps: dict[int, bytes] = {}
-        self._pictures = 0
+        self._sps_rate: float | None = None  # from the latest SPS with timing info
+        self._pictures = 0  # pictures timed at the current rate
+        self._pts_base = 0.0  # pts of the first of them
+        self._rate: float | None = None  # the rate they are timed at
         self._unit = bytearray()
         self._unit_has_picture = False
         self._unit_idr = False
         self._unit_cut = False  # the unit continues one cut at max_unit_size
+
+    def _has_headers(self) -> bool:
+        return bool(self._sps) and bool(self._pps)
 
     @property
     def buffered(self) -> int:
@@ -171,6 +191,10 @@ class H264Framer(Framer):
         if table.get(parsed[1]) == body:
             return
         table[parsed[1]] = body
+        if parsed[0] == _SPS:
+            rate = sps_frame_rate(body)
+            if rate is not None:
+                self._sps_rate = rate
         sets = [nal for _, nal in sorted(self._sps.items())]
         sets += [nal for _, nal in sorted(self._pps.items())]
         self._set_streamheader([Buffer(_HEADER_START_CODE + nal, header=True) for nal in sets])
@@ -179,11 +203,19 @@ class H264Framer(Framer):
         if not self._unit:
             return
         pts = duration = None
-        if self._fps is not None and self._unit_has_picture and not self._unit_cut:
-            pts, duration = self._pictures / self._fps, 1 / self._fps
+        rate = self._fps if self._fps is not None else self._sps_rate
+        if rate is not None and self._unit_has_picture and not self._unit_cut:
+            if rate != self._rate:
+                # A new rate spaces the pictures from here on.
+                if self._rate is not None:
+                    self._pts_base += self._pictures / self._rate
+                self._rate, self._pictures = rate, 0
+            pts, duration = self._pts_base + self._pictures / rate, 1 / rate
             self._pictures += 1
         key = self._unit_idr and not self._unit_cut
-        out.append(Buffer(bytes(self._unit), pts=pts, duration=duration, delta_unit=not key))
+        buffer = Buffer(bytes(self._unit), pts=pts, duration=duration, delta_unit=not key)
+        if self._admit(buffer):
+            out.append(buffer)
         self._unit = bytearray()
         self._unit_has_picture = False
         self._unit_idr = False

@@ -47,7 +47,11 @@ class MpegTsFramer(Framer):
     (whose units are then all keyframes, as audio frames are). A buffer is a
     keyframe when its first packet has random_access_indicator set or its
     first picture is IDR/IRAP (H.264 type 5, HEVC 16-21, MPEG-2 I picture);
-    ``pts`` is the PES PTS in seconds, unwrapped past the 33-bit roll-over.
+    ``pts`` is the unit's decode time in seconds: the PES header's DTS when
+    it has one, else its PTS (equal to the DTS then), unwrapped past the
+    33-bit roll-over. It is the decode time, not the presentation time, so
+    that it follows the stream's order with B-frames too: the Sink paces
+    and measures by it.
     Packets before the first video PES start form a delta buffer without
     PTS. An access unit over ``max_unit_size`` bytes is cut, the rest
     following as delta buffers.
@@ -57,6 +61,9 @@ class MpegTsFramer(Framer):
     changes (not for a new continuity counter). Only PSI sections that fit
     in one packet and pass their CRC are read.
 
+    After :meth:`restart`, unwrapping starts over, and a PAT or PMT equal
+    to the one before but for its continuity counter is no header change.
+
     Raises :exc:`FramingError` if ``max_unit_size`` is not an int >= 188.
     """
 
@@ -65,6 +72,14 @@ class MpegTsFramer(Framer):
     def __init__(self, *, max_unit_size: int = DEFAULT_MAX_UNIT_SIZE) -> None:
         super().__init__()
         self._max_unit = check_size("max_unit_size", max_unit_size, PACKET_SIZE)
+        self._restart()
+
+    def _restart(self) -> None:
+        # The packets of the headers in force (those before the first of
+        # several restarts): a new stream's PAT or PMT that differs from them
+        # only in the continuity counter is the same header.
+        old = [h.tobytes() for h in self._streamheader]
+        self._previous = (old[0], old[1]) if len(old) == 2 else (None, None)
         self._pending = bytearray()
         self._synced = False
         # PSI state.
@@ -74,7 +89,7 @@ class MpegTsFramer(Framer):
         self._pmt_packet: bytes | None = None
         self._video_pid: int | None = None
         self._codec: str | None = None
-        self._last_pts: int | None = None
+        self._last_ts: int | None = None
         # The access unit being collected.
         self._unit = bytearray()
         self._unit_pes = False
@@ -82,6 +97,9 @@ class MpegTsFramer(Framer):
         self._unit_rai = False
         self._unit_pts: float | None = None
         self._scanner: KeyframeScanner | None = None
+
+    def _has_headers(self) -> bool:
+        return self._pat_packet is not None and self._pmt_packet is not None
 
     @property
     def buffered(self) -> int:
@@ -188,21 +206,23 @@ class MpegTsFramer(Framer):
         pes = parse_pes_header(payload)
         if pes is None:
             return
-        pts, es_start = pes
-        if pts is not None:
-            self._unit_pts = self._unwrap(pts)
+        # The decode time: the order in which units must reach a decoder is
+        # the stream's order, and with B-frames only DTS follows it.
+        ts = pes.dts if pes.dts is not None else pes.pts
+        if ts is not None:
+            self._unit_pts = self._unwrap(ts)
         if self._codec is not None:
             self._scanner = KeyframeScanner(self._codec)
-            self._scanner.feed(payload[es_start:])
+            self._scanner.feed(payload[pes.es_start :])
 
-    def _unwrap(self, pts: int) -> float:
-        # Take the value congruent to pts (mod 2**33) nearest the previous
-        # one: forward wraps add 2**33, and a B-frame just before a wrap
-        # still lands behind its successor.
-        if self._last_pts is not None:
-            pts += ((self._last_pts - pts + _PTS_WRAP // 2) // _PTS_WRAP) * _PTS_WRAP
-        self._last_pts = pts
-        return pts / _PTS_HZ
+    def _unwrap(self, ts: int) -> float:
+        # Take the value congruent to ts (mod 2**33) nearest the previous
+        # one: forward wraps add 2**33, and a timestamp just before a wrap
+        # that comes after one just past it still lands behind it.
+        if self._last_ts is not None:
+            ts += ((self._last_ts - ts + _PTS_WRAP // 2) // _PTS_WRAP) * _PTS_WRAP
+        self._last_ts = ts
+        return ts / _PTS_HZ
 
     def _emit(self, out: list[Buffer]) -> None:
         if not self._unit:
@@ -211,7 +231,9 @@ class MpegTsFramer(Framer):
         if self._unit_pes:
             scanned = self._scanner is not None and self._scanner.result is True
             key = self._unit_always_key or self._unit_rai or scanned
-        out.append(Buffer(bytes(self._unit), pts=self._unit_pts, delta_unit=not key))
+        buffer = Buffer(bytes(self._unit), pts=self._unit_pts, delta_unit=not key)
+        if self._admit(buffer):
+            out.append(buffer)
         self._unit = bytearray()
         self._unit_pes = False
         self._unit_always_key = False
@@ -230,7 +252,7 @@ class MpegTsFramer(Framer):
         if (program, pmt_pid) != (self._program, self._pmt_pid):
             self._program, self._pmt_pid = program, pmt_pid
             self._pmt_packet = None  # wait for the PMT the new PAT names
-        self._pat_packet = _newer(self._pat_packet, packet)
+        self._pat_packet = _newer(self._pat_packet or self._previous[0], packet)
         self._update_streamheader()
 
     def _on_pmt(self, packet: bytes, payload: memoryview) -> None:
@@ -241,7 +263,7 @@ class MpegTsFramer(Framer):
         if streams is None:
             return
         self._video_pid, self._codec = _pick_video(streams)
-        self._pmt_packet = _newer(self._pmt_packet, packet)
+        self._pmt_packet = _newer(self._pmt_packet or self._previous[1], packet)
         self._update_streamheader()
 
     def _update_streamheader(self) -> None:

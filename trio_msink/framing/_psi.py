@@ -10,6 +10,7 @@ __all__ = [
     "PAT_PID",
     "SYNC_BYTE",
     "Packet",
+    "PesHeader",
     "parse_packet",
     "parse_pat",
     "parse_pes_header",
@@ -124,18 +125,41 @@ def parse_pmt(section: bytes) -> list[tuple[int, int]] | None:
 _NO_HEADER_IDS = frozenset({0xBC, 0xBE, 0xBF, 0xF0, 0xF1, 0xF2, 0xF8, 0xFF})
 
 
-def parse_pes_header(payload: bytes | memoryview) -> tuple[int | None, int] | None:
-    """(PTS in 90 kHz ticks or None, offset of the ES data) of the PES packet
-    starting ``payload``, or None if it does not start a PES packet."""
+class PesHeader(NamedTuple):
+    """What the framer reads from the header of a PES packet."""
+
+    #: Presentation timestamp in 90 kHz ticks, or None.
+    pts: int | None
+    #: Decode timestamp in 90 kHz ticks, or None (absent: equal to ``pts``).
+    dts: int | None
+    #: Offset of the elementary stream data in the payload.
+    es_start: int
+
+
+def _timestamp(p: bytes | memoryview, i: int) -> int:
+    """The 33-bit timestamp coded in the 5 bytes at ``p[i]`` (with marker bits)."""
+    return (
+        ((p[i] >> 1) & 0x07) << 30
+        | p[i + 1] << 22
+        | (p[i + 2] >> 1) << 15
+        | p[i + 3] << 7
+        | p[i + 4] >> 1
+    )
+
+
+def parse_pes_header(payload: bytes | memoryview) -> PesHeader | None:
+    """The header of the PES packet starting ``payload``, or None if it does
+    not start a PES packet."""
     if len(payload) < 6 or payload[0] != 0 or payload[1] != 0 or payload[2] != 1:
         return None
     if payload[3] in _NO_HEADER_IDS:
-        return None, 6
+        return PesHeader(None, None, 6)
     if len(payload) < 9:
-        return None, len(payload)
+        return PesHeader(None, None, len(payload))
     es_start = min(9 + payload[8], len(payload))
-    if not payload[7] & 0x80 or len(payload) < 14:
-        return None, es_start
-    p = payload
-    pts = ((p[9] >> 1) & 0x07) << 30 | p[10] << 22 | (p[11] >> 1) << 15 | p[12] << 7 | p[13] >> 1
-    return pts, es_start
+    flags = payload[7] >> 6  # PTS_DTS_flags: 2 = PTS, 3 = PTS and DTS
+    if not flags & 0x02 or len(payload) < 14:
+        return PesHeader(None, None, es_start)
+    pts = _timestamp(payload, 9)
+    dts = _timestamp(payload, 14) if flags == 0x03 and len(payload) >= 19 else None
+    return PesHeader(pts, dts, es_start)

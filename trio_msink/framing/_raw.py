@@ -14,7 +14,8 @@ DEFAULT_CHUNK_SIZE = 1316
 
 class RawFramer(Framer):
     """Cuts the stream into ``chunk_size``-byte buffers, all keyframes,
-    without timestamps or streamheader; :meth:`flush` emits the remainder.
+    without timestamps or streamheader; :meth:`flush` emits the remainder,
+    :meth:`restart` drops it.
 
     Raises :exc:`FramingError` if ``chunk_size`` is not an int >= 1.
     """
@@ -37,9 +38,12 @@ class RawFramer(Framer):
         whole = len(pending) - len(pending) % size
         out = [Buffer(bytes(pending[i : i + size])) for i in range(0, whole, size)]
         del pending[:whole]
-        return out
+        return [buffer for buffer in out if self._admit(buffer)]
 
     def _flush(self) -> list[Buffer]:
         out = [Buffer(bytes(self._pending))] if self._pending else []
         self._pending = bytearray()
-        return out
+        return [buffer for buffer in out if self._admit(buffer)]
+
+    def _restart(self) -> None:
+        self._pending = bytearray()

@@ -31,6 +31,7 @@ import html
 import json
 import logging
 import string
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -81,6 +82,14 @@ def stats_document(sink: Sink, registry: ClientRegistry) -> dict[str, Any]:
         "sink": dataclasses.asdict(sink.statistics()),
         "clients": registry.snapshot(sink),
     }
+
+
+def _reason(status: int) -> bytes:
+    """The standard reason phrase of ``status`` (h11 sends none unless given)."""
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:  # a code with no registered phrase: the phrase is optional
+        return b""
 
 
 class HttpFront:
@@ -220,7 +229,8 @@ class HttpFront:
             ("Connection", "close"),
             *(extra or []),
         ]
-        data = conn.send(h11.Response(status_code=status, headers=headers)) or b""
+        data = conn.send(h11.Response(status_code=status, headers=headers,
+                                      reason=_reason(status))) or b""
         if not head:  # h11 knows a HEAD response has no body and would refuse one
             data += conn.send(h11.Data(data=body)) or b""
         data += conn.send(h11.EndOfMessage()) or b""

@@ -1,0 +1,149 @@
+"""The frame rate an H.264 sequence parameter set declares (VUI timing info)."""
+
+from __future__ import annotations
+
+__all__ = ["sps_frame_rate"]
+
+# profile_idc values whose SPS carries chroma format, bit depths and scaling
+# matrices (H.264 7.3.2.1.1).
+_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+_EXTENDED_SAR = 255
+# Rates outside this range come from a damaged or odd SPS, not from video
+# anyone paces (a timelapse at one picture in 10 s to high-speed capture).
+_MIN_RATE, _MAX_RATE = 0.1, 1000.0
+
+
+class _Truncated(Exception):
+    """The SPS ends before the field being read."""
+
+
+class _Bits:
+    """A big-endian bit reader over an RBSP (emulation prevention removed)."""
+
+    __slots__ = ("_data", "_pos", "_total")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 0
+        self._total = len(data) * 8
+
+    def u(self, n: int) -> int:
+        if self._pos + n > self._total:
+            raise _Truncated
+        value = 0
+        for _ in range(n):
+            pos = self._pos
+            value = (value << 1) | ((self._data[pos >> 3] >> (7 - (pos & 7))) & 1)
+            self._pos = pos + 1
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while not self.u(1):
+            zeros += 1
+            if zeros > 31:
+                raise _Truncated  # no valid ue(v) is this long
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k & 1 else -(k // 2)
+
+
+def _rbsp(nal: bytes) -> bytes:
+    """The payload of ``nal`` after its header, emulation prevention bytes removed."""
+    out = bytearray()
+    zeros = 0
+    for byte in nal[1:]:
+        if zeros >= 2 and byte == 0x03:
+            zeros = 0
+            continue
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
+def _skip_scaling_list(bits: _Bits, size: int) -> None:
+    last = nxt = 8
+    for _ in range(size):
+        if nxt:
+            nxt = (last + bits.se() + 256) % 256
+        last = nxt or last
+
+
+def sps_frame_rate(nal: bytes) -> float | None:
+    """Frames per second declared by the SPS NAL unit ``nal`` (its header
+    byte first, no start code): ``time_scale / (2 * num_units_in_tick)``
+    from the VUI timing info, or None when it has none, is malformed, or
+    the rate is outside 0.1-1000.
+
+    The formula counts two ticks a frame (H.264 E.2.1, as ffmpeg and x264
+    read it): right for progressive frames and for field pairs coded as
+    one access unit.
+    """
+    if not nal or nal[0] & 0x1F != 7:
+        return None
+    bits = _Bits(_rbsp(nal))
+    try:
+        return _frame_rate(bits)
+    except _Truncated:
+        return None
+
+
+def _frame_rate(bits: _Bits) -> float | None:
+    profile = bits.u(8)
+    bits.u(16)  # constraint flags, level_idc
+    bits.ue()  # seq_parameter_set_id
+    if profile in _HIGH_PROFILES:
+        chroma_format = bits.ue()
+        if chroma_format == 3:
+            bits.u(1)  # separate_colour_plane_flag
+        bits.ue()  # bit_depth_luma_minus8
+        bits.ue()  # bit_depth_chroma_minus8
+        bits.u(1)  # qpprime_y_zero_transform_bypass_flag
+        if bits.u(1):  # seq_scaling_matrix_present_flag
+            for i in range(8 if chroma_format != 3 else 12):
+                if bits.u(1):
+                    _skip_scaling_list(bits, 16 if i < 6 else 64)
+    bits.ue()  # log2_max_frame_num_minus4
+    poc_type = bits.ue()
+    if poc_type == 0:
+        bits.ue()  # log2_max_pic_order_cnt_lsb_minus4
+    elif poc_type == 1:
+        bits.u(1)  # delta_pic_order_always_zero_flag
+        bits.se()  # offset_for_non_ref_pic
+        bits.se()  # offset_for_top_to_bottom_field
+        for _ in range(bits.ue()):  # num_ref_frames_in_pic_order_cnt_cycle
+            bits.se()
+    bits.ue()  # max_num_ref_frames
+    bits.u(1)  # gaps_in_frame_num_value_allowed_flag
+    bits.ue()  # pic_width_in_mbs_minus1
+    bits.ue()  # pic_height_in_map_units_minus1
+    if not bits.u(1):  # frame_mbs_only_flag
+        bits.u(1)  # mb_adaptive_frame_field_flag
+    bits.u(1)  # direct_8x8_inference_flag
+    if bits.u(1):  # frame_cropping_flag
+        for _ in range(4):
+            bits.ue()
+    if not bits.u(1):  # vui_parameters_present_flag
+        return None
+    # aspect_ratio_info_present_flag, then aspect_ratio_idc
+    if bits.u(1) and bits.u(8) == _EXTENDED_SAR:
+        bits.u(32)  # sar_width, sar_height
+    if bits.u(1):  # overscan_info_present_flag
+        bits.u(1)
+    if bits.u(1):  # video_signal_type_present_flag
+        bits.u(4)  # video_format, video_full_range_flag
+        if bits.u(1):  # colour_description_present_flag
+            bits.u(24)
+    if bits.u(1):  # chroma_loc_info_present_flag
+        bits.ue()
+        bits.ue()
+    if not bits.u(1):  # timing_info_present_flag
+        return None
+    num_units_in_tick = bits.u(32)
+    time_scale = bits.u(32)
+    if not num_units_in_tick or not time_scale:
+        return None  # forbidden values: no usable rate
+    rate = time_scale / (2 * num_units_in_tick)
+    return rate if _MIN_RATE <= rate <= _MAX_RATE else None
