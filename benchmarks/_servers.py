@@ -37,7 +37,11 @@ COMMANDS: dict[str, list[str]] = {
         "--chunk-size", "{size}", "--tcp", f"{HOST}:0", "--no-sync",
         "--buffers-max", "{buffers_max}", "--buffers-soft-max", "{buffers_soft_max}",
         "--recover-policy", "{recover_policy}", "--sync-method", "{sync_method}",
-        "--linger", "0", "{workers_flag}",
+        # The command's own defaults for a public server (a byte limit, a write
+        # timeout) would be limits tcpserversink does not get: pin the
+        # library's, which are GStreamer's.
+        "--unit-format", "buffers", "--units-max", "-1", "--units-soft-max", "-1",
+        "--timeout", "0", "--linger", "0", "{workers_flag}",
     ],
     "library": [
         sys.executable, str(BENCH_DIR / "_trio_server.py"), "--chunk-size", "{size}",
