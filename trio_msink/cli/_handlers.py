@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .. import ClientStatus, Sink
 from ..fronts import ClientRegistry, HttpFront, WebSocketFront
+from ._source_state import SourceState
 
-__all__ = ["Handler", "front_handlers", "front_url", "logging_callbacks"]
+if TYPE_CHECKING:
+    from ..fronts.metrics import SinkMetrics
+
+__all__ = ["Handler", "front_handlers", "front_url", "logging_callbacks", "open_metrics"]
+
+FRONTS = ("tcp", "http", "ws")
 
 logger = logging.getLogger("trio_msink.cli")
 
@@ -30,28 +36,52 @@ def front_url(front: str, sockname: Any) -> str:
 def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
                    header_timeout: float,
                    source_status: Callable[[], dict[str, Any] | None] | None = None,
+                   metrics: SinkMetrics | None = None,
                    ) -> dict[str, Handler]:
     """The ``trio.serve_tcp`` handler of each front, all feeding ``sink``;
-    ``source_status`` gives the ``"source"`` object of ``/stats``."""
+    ``source_status`` gives the ``"source"`` object of ``/stats``;
+    ``metrics`` is served at ``/metrics``."""
 
     async def tcp(stream: trio.SocketStream) -> None:
         with registry.registered(stream, "tcp"):
             await sink.serve(stream)
 
     http = HttpFront(sink, content_type=content_type, registry=registry,
-                     header_timeout=header_timeout, source_status=source_status)
+                     header_timeout=header_timeout, source_status=source_status,
+                     metrics=metrics)
     ws = WebSocketFront(sink, registry=registry)
     return {"tcp": tcp, "http": http.serve, "ws": ws.serve_stream}
 
 
-def logging_callbacks(index: int, registry: ClientRegistry) -> dict[str, Any]:
-    """Sink callbacks that log each client event with the worker's number."""
+def open_metrics(registry: ClientRegistry,
+                 source_status: Callable[[], dict[str, Any] | None] | None,
+                 ) -> SinkMetrics | None:
+    """The process's ``/metrics`` (its Sink is assigned once it exists), or
+    ``None`` when prometheus-client is not installed (then ``/metrics`` is
+    a 404, as a resource that does not exist)."""
+    try:
+        from ..fronts.metrics import SinkMetrics
+    except ImportError:
+        logger.debug("prometheus-client is not installed: no /metrics")
+        return None
+    return SinkMetrics(registry=registry, source_status=source_status,
+                       source_states=[state.value for state in SourceState], fronts=FRONTS)
+
+
+def logging_callbacks(index: int, registry: ClientRegistry,
+                      metrics: SinkMetrics | None = None) -> dict[str, Any]:
+    """Sink callbacks that log each client event with the worker's number
+    (and count it in ``metrics``)."""
     name = f"worker {index}"
 
     def added(stream: trio.abc.SendStream) -> None:
+        if metrics is not None:
+            metrics.client_added(stream)
         logger.info("%s: client added: %s", name, registry.describe(stream))
 
     def removed(stream: trio.abc.SendStream, status: ClientStatus) -> None:
+        if metrics is not None:
+            metrics.client_removed(stream, status)
         logger.info("%s: client removed (%s): %s", name, status.name, registry.describe(stream))
 
     return {"on_client_added": added, "on_client_removed": removed}

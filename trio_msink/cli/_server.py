@@ -19,7 +19,7 @@ from ..fronts import ClientRegistry
 from ._defaults import DEFAULT_FORMAT_BEFORE_DETECTION, format_defaults
 from ._display import Display
 from ._errors import CommandError
-from ._handlers import front_handlers, front_url, logging_callbacks
+from ._handlers import front_handlers, front_url, logging_callbacks, open_metrics
 from ._sources import Item, Source, Upstream, listen_error, open_source
 from ._timeline import Timeline
 from ._workers import Output, Relay, WorkerPool
@@ -57,16 +57,23 @@ class Server:
         self.registry = ClientRegistry()
         self.display = Display(self.registry, interactive=sys.stderr.isatty())
         self.display.source = self.source.status
+        self.metrics = open_metrics(self.registry, self.source_status)
 
     def source_status(self) -> dict[str, Any]:
         """The ``"source"`` object of ``/stats``."""
         return self.source.status.snapshot(trio.current_time())
 
     def _callbacks(self) -> dict[str, Any]:  # Sink() checks each callback
+        metrics = self.metrics
+
         def added(stream: trio.abc.SendStream) -> None:
+            if metrics is not None:
+                metrics.client_added(stream)
             self.display.client_added(stream)
 
         def removed(stream: trio.abc.SendStream, status: ClientStatus) -> None:
+            if metrics is not None:
+                metrics.client_removed(stream, status)
             self.display.client_removed(stream, status)
 
         def message(stream: trio.abc.SendStream, data: bytes) -> None:
@@ -99,12 +106,16 @@ class Server:
                       "header_timeout": self.args.header_timeout}
             pool = WorkerPool(self.args.workers - 1, config, sync=self.props["sync"])
             await pool.start()
-        callbacks = self._callbacks() if pool is None else logging_callbacks(0, self.registry)
+        callbacks = (self._callbacks() if pool is None
+                     else logging_callbacks(0, self.registry, self.metrics))
         try:
             async with Sink(**self.props, **callbacks) as sink:
                 self.display.sink = sink
+                if self.metrics is not None:
+                    self.metrics.sink = sink
                 local = front_handlers(sink, self.registry, self.content_type,
-                                       self.args.header_timeout, self.source_status)
+                                       self.args.header_timeout, self.source_status,
+                                       self.metrics)
                 async with trio.open_nursery() as handlers:
                     async with trio.open_nursery() as main:
                         for front, front_listeners in listeners.items():

@@ -31,7 +31,7 @@ import trio
 from .. import Buffer, Sink
 from ..fronts import ClientRegistry
 from ._defaults import apply_properties
-from ._handlers import front_handlers, logging_callbacks
+from ._handlers import front_handlers, logging_callbacks, open_metrics
 
 __all__ = [
     "Output",
@@ -367,9 +367,12 @@ async def _worker(config: dict[str, Any]) -> None:
     control = socket.socket(fileno=config["control_fd"])
     control.setblocking(False)
     state = _WorkerState()
-    async with Sink(**props, **logging_callbacks(config["index"], registry)) as sink:
+    metrics = open_metrics(registry, lambda: state.source)
+    async with Sink(**props, **logging_callbacks(config["index"], registry, metrics)) as sink:
+        if metrics is not None:
+            metrics.sink = sink
         handlers = front_handlers(sink, registry, config["content_type"],
-                                  config["header_timeout"], lambda: state.source)
+                                  config["header_timeout"], lambda: state.source, metrics)
         async with trio.open_nursery() as clients:
             async with trio.open_nursery() as main:
                 main.start_soon(_receive_clients, control, handlers, clients)

@@ -12,6 +12,8 @@ I/O is here):
   policy of the sink.
 * ``GET /stats`` → the sink's counters and every registered client as JSON.
 * ``GET /`` → a small HTML page that polls ``/stats`` every second.
+* ``GET /metrics`` → the Prometheus text format, when the front is given a
+  :class:`~trio_msink.fronts.metrics.SinkMetrics` (else 404).
 * ``HEAD`` on the same paths → the same headers without a body.
 * unknown path → 404, other methods → 405, a malformed request → 400 (or
   h11's more precise hint, e.g. 431 for oversized headers). The connection
@@ -33,13 +35,16 @@ import logging
 import string
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
 import trio
 
 from .. import ClientStatus, Sink
 from . import ClientRegistry, peer_address
+
+if TYPE_CHECKING:
+    from .metrics import SinkMetrics
 
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT",
@@ -117,6 +122,8 @@ class HttpFront:
     seconds; ``max_header_size`` is bytes (oversized heads get 431).
     ``source_status``, if given, returns the ``"source"`` object of
     ``/stats`` and the page (see :func:`stats_document`).
+    ``metrics``, if given, is served at ``metrics_path`` (see
+    docs/fronts.md).
     Raises :exc:`ValueError` for a negative timeout or a non-positive size.
     """
 
@@ -134,6 +141,8 @@ class HttpFront:
         stats_path: str = "/stats",
         page_path: str = "/",
         source_status: Callable[[], dict[str, Any] | None] | None = None,
+        metrics: SinkMetrics | None = None,
+        metrics_path: str = "/metrics",
     ) -> None:
         if header_timeout < 0 or response_timeout < 0:
             raise ValueError("timeouts must be >= 0 seconds")
@@ -150,6 +159,8 @@ class HttpFront:
         self.stats_path = stats_path
         self.page_path = page_path
         self.source_status = source_status
+        self.metrics = metrics
+        self.metrics_path = metrics_path
         # Validate once so a bad content type fails here, not per request.
         _stream_head(self._stream_headers())
 
@@ -190,7 +201,10 @@ class HttpFront:
             return None
         path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
         head = request.method == b"HEAD"
-        if path not in {self.stream_path, self.stats_path, self.page_path}:
+        paths = {self.stream_path, self.stats_path, self.page_path}
+        if self.metrics is not None:
+            paths.add(self.metrics_path)
+        if path not in paths:
             await self._send_error(conn, stream, 404, f"no resource at {path}", head=head)
             return None
         if request.method not in (b"GET", b"HEAD"):
@@ -199,6 +213,11 @@ class HttpFront:
             return None
         if path == self.stream_path:
             return await self._serve_stream(stream, head)
+        if path == self.metrics_path and self.metrics is not None:
+            accept = ", ".join(v.decode("latin-1") for k, v in request.headers if k == b"accept")
+            body, content_type = self.metrics.render(accept)
+            await self._send_simple(conn, stream, 200, body, content_type, head=head)
+            return None
         if path == self.stats_path:
             source = self.source_status() if self.source_status is not None else None
             body = json.dumps(stats_document(self.sink, self.registry, source)).encode()
