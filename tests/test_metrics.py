@@ -6,7 +6,9 @@ counters move between two scrapes."""
 
 from __future__ import annotations
 
+import re
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -256,3 +258,22 @@ async def test_a_real_scrape_sees_the_counters_move() -> None:
             else:
                 raise AssertionError("the closed viewer was never counted as removed")
             await viewers[1].aclose()
+
+
+def documented_metrics() -> set[str]:
+    """The metric names in docs/cli.md's table (counters without ``_total``)."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    return {re.sub(r"_total$", "", name)
+            for name in re.findall(r"^\| `(trio_msink_\w+)", docs, re.MULTILINE)}
+
+
+async def test_every_metric_is_in_the_docs_table() -> None:
+    """docs/cli.md lists exactly the metrics the server renders."""
+    documented = documented_metrics()
+    source = {"state": "live", "bytes_in": 0, "reconnects": 0, "uptime": 0.0}
+    async with Sink() as sink:
+        metrics = SinkMetrics(sink, source_status=lambda: source, process_metrics=False)
+        types, _ = scrape(metrics)
+    rendered = {name for name in types
+                if name.startswith("trio_msink_") and not name.endswith(("_gcount", "_gsum"))}
+    assert rendered == documented
