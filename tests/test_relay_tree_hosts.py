@@ -47,8 +47,9 @@ TCP_PORT, HTTP_PORT = 9000, 8080
 # failures in a row take an edge out.
 INTER, FALL = 0.5, 2
 _KEYFRAMES = ["--sync-method", "latest-keyframe"]
-# The WAN on the namespace's loopback: netem (20 ms per hop, 0.1 % loss,
-# 100 Mbit/s) where the kernel has it, else tbf (100 Mbit/s) alone.
+# The WAN on the namespace's loopback: netem (10 ms each way, so 20 ms of
+# round trip per hop, 0.1 % loss, 100 Mbit/s) where the kernel has it, else
+# tbf (100 Mbit/s) alone.
 _NETEM = ["netem", "delay", "10ms", "loss", "0.1%", "rate", "100mbit"]
 _TBF = ["tbf", "rate", "100mbit", "burst", "512kb", "latency", "50ms"]
 _CLONE_NEWNET = 0x40000000

@@ -3,11 +3,11 @@
 :class:`SinkMetrics` keeps a private ``prometheus_client`` registry (needs
 ``prometheus-client``, extra ``metrics``) holding
 
-* a collector that reads, at scrape time, the sink (:meth:`Sink.statistics`,
+* itself, a collector that reads, at scrape time, the sink (:meth:`Sink.statistics`,
   :meth:`Sink.get_stats` of every client), the fronts' :class:`ClientRegistry`
   and the source's status;
-* counters updated from the Sink callbacks (clients added, clients removed
-  by status);
+* with them, counts kept from the Sink callbacks (clients added, clients
+  removed by status);
 * the process's own metrics (``ProcessCollector``, ``PlatformCollector``,
   ``GCCollector``).
 
@@ -70,7 +70,7 @@ class _Client:
     dropped_seen: int = 0
 
 
-class SinkMetrics:
+class SinkMetrics(Collector):
     """The metrics of one sink, rendered in the Prometheus text format.
 
     ``registry`` names the front of each client; ``source_status``, if
@@ -79,8 +79,9 @@ class SinkMetrics:
     ``None``: no source), and ``source_states`` lists every state word so
     that each has its 0/1 sample. ``sink`` may be given later (assign
     :attr:`sink` once the Sink exists: the Sink needs :meth:`callbacks` at
-    construction). Raises :exc:`ValueError` for a ``namespace`` that is not
-    a metric name.
+    construction). ``fronts`` are front names whose clients' samples are
+    shown (at 0) before their first client; ``process_metrics`` adds the
+    process's own.
 
     Plain synchronous bookkeeping, called from the Sink's callbacks and from
     the task that serves a scrape (the same Trio thread).
@@ -109,7 +110,7 @@ class SinkMetrics:
         # whatever else the embedding program registers, and two Sinks in
         # one process would collide on it.
         self.prometheus_registry = CollectorRegistry()
-        self.prometheus_registry.register(_SinkCollector(self))
+        self.prometheus_registry.register(self)
         if process_metrics:
             ProcessCollector(registry=self.prometheus_registry)
             PlatformCollector(registry=self.prometheus_registry)
@@ -266,13 +267,3 @@ def _histogram(name: str, documentation: str, values: Sequence[int],
     buckets.append(("+Inf", float(len(values))))
     return GaugeHistogramMetricFamily(name, documentation, buckets=buckets,
                                       gsum_value=float(sum(values)), unit=unit)
-
-
-class _SinkCollector(Collector):
-    """Registered in the private registry: reads the metrics at scrape time."""
-
-    def __init__(self, metrics: SinkMetrics) -> None:
-        self._metrics = metrics
-
-    def collect(self) -> Iterable[Metric]:
-        return self._metrics.collect()
