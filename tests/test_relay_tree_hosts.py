@@ -116,7 +116,7 @@ def namespace() -> Iterator[tuple[str, str]]:
         _run(ip, "netns", "delete", name)
 
 
-@dataclass
+@dataclass(eq=False)
 class Session:
     """One connection of a viewer: when it was made and what arrived."""
 
@@ -128,7 +128,7 @@ class Session:
         return b"".join(d for t, d in self.chunks if since < t <= until)
 
 
-@dataclass
+@dataclass(eq=False)
 class Viewer:
     """A player behind HAProxy that reconnects at once when it is cut off."""
 
@@ -147,6 +147,11 @@ class Viewer:
             session.ended = trio.current_time()
             self._wake()
 
+    def describe(self) -> list[tuple[float, float | None, int]]:
+        """Each session's (connected, ended, bytes), for failure messages."""
+        return [(round(s.connected, 2), s.ended and round(s.ended, 2), len(s.data()))
+                for s in self.sessions]
+
     def _wake(self) -> None:
         self.arrived.set()
         self.arrived = trio.Event()
@@ -155,9 +160,9 @@ class Viewer:
     def received(self) -> int:
         return sum(len(d) for s in self.sessions for _, d in s.chunks)
 
-    async def wait_bytes(self, count: int) -> None:
-        start = self.received
-        while self.received - start < count:
+    async def wait_received(self, total: int) -> None:
+        """Wait until ``total`` bytes have arrived in all (not ``total`` more)."""
+        while self.received < total:
             await self.arrived.wait()
 
     async def next_data_after(self, when: float) -> float:
@@ -265,6 +270,14 @@ async def balancer(haproxy: str, netns: str, socket_path: str,
                 await process.wait()
 
 
+async def each_receives(viewers: list[Viewer], count: int) -> None:
+    """Wait until every viewer has received ``count`` more bytes than now
+    (they receive at the same time: the waits overlap)."""
+    targets = [viewer.received + count for viewer in viewers]
+    for viewer, target in zip(viewers, targets, strict=True):
+        await viewer.wait_received(target)
+
+
 async def kill(running: Running) -> None:
     running.process.kill()
     await running.process.wait()
@@ -304,8 +317,7 @@ async def test_haproxy_in_front_of_three_edges_survives_an_edge_and_the_origin(
                 viewers = [Viewer() for _ in range(6)]
                 for viewer in viewers:
                     nursery.start_soon(viewer.run, BALANCER, TCP_PORT)
-                for viewer in viewers:
-                    await viewer.wait_bytes(50_000)
+                await each_receives(viewers, 50_000)
                 counts = [await tcp_clients(host) for host in EDGES]
                 assert sum(counts) == 6 and min(counts) >= 1, counts
 
@@ -317,7 +329,12 @@ async def test_haproxy_in_front_of_three_edges_survives_an_edge_and_the_origin(
                 # FALL failed checks INTER apart, plus up to one INTER until
                 # the first, plus slack for a loaded machine
                 assert out_after < INTER * (FALL + 1) + 1.5, out_after
-                cut = [v for v in viewers if v.sessions[0].ended is not None]
+                # the viewers of edge1 were cut off (HAProxy closes their side)
+                for _ in range(100):
+                    cut = [v for v in viewers if v.sessions[0].ended is not None]
+                    if len(cut) >= counts[0]:
+                        break
+                    await trio.sleep(0.1)
                 assert len(cut) == counts[0], (len(cut), counts)
                 for viewer in cut:  # each reconnected through HAProxy
                     while len(viewer.sessions) < 2:
@@ -326,14 +343,16 @@ async def test_haproxy_in_front_of_three_edges_survives_an_edge_and_the_origin(
                 for viewer in newcomers:
                     nursery.start_soon(viewer.run, BALANCER, TCP_PORT)
                 viewers += newcomers
-                for viewer in viewers:
-                    await viewer.wait_bytes(50_000)
+                await each_receives(viewers, 50_000)
                 assert sum([await tcp_clients(host) for host in EDGES[1:]]) == len(viewers)
                 for viewer in cut:
-                    session = viewer.sessions[-1]
-                    frames, _ = decode(ffmpeg, session.data(until=session.connected + 2.0))
-                    # decodes again within 2 s of reconnecting
-                    assert frames >= 1, frames
+                    # decodes again within 2 s of being cut off (what arrived
+                    # by then holds a whole frame: it may end inside the next)
+                    lost = viewer.sessions[0].ended
+                    assert lost is not None
+                    after = [s.data(until=lost + 2.0) for s in viewer.sessions[1:]]
+                    assert any(decode(ffmpeg, data)[0] >= 1 for data in after if data), (
+                        viewer.describe())
                 sessions = [len(v.sessions) for v in viewers]
 
                 # 3. the origin is away for 5 s, then back on its address
@@ -344,8 +363,7 @@ async def test_haproxy_in_front_of_three_edges_survives_an_edge_and_the_origin(
                 with trio.fail_after(15):
                     for viewer in viewers:
                         await viewer.next_data_after(back)
-                    for viewer in viewers:
-                        await viewer.wait_bytes(50_000)
+                    await each_receives(viewers, 50_000)
                 # every edge kept its viewers through the outage
                 assert [len(v.sessions) for v in viewers] == sessions
                 assert all(v.sessions[-1].ended is None for v in viewers)
@@ -355,11 +373,19 @@ async def test_haproxy_in_front_of_three_edges_survives_an_edge_and_the_origin(
                 nursery.cancel_scope.cancel()
 
         for viewer in viewers:
-            for session in viewer.sessions:
+            for i, session in enumerate(viewer.sessions):
+                if i and not session.chunks and viewer in cut:
+                    # An edge that is being killed may still accept a
+                    # connection (HAProxy logs it "SD") and close it at once;
+                    # the player's next try is served. Only right at the cut.
+                    lost = viewer.sessions[0].ended
+                    assert lost is not None and session.connected - lost < 1.0, (
+                        viewer.describe())
+                    continue
                 frames, errors = decode(ffmpeg, session.data())
                 # a session cut by the edge's death may end inside a frame
                 assert frames >= 25 and (errors == "" or session.ended is not None), (
-                    frames, errors)
+                    frames, errors, viewer.describe())
             after = viewer.sessions[-1].data(since=back)
             assert decode(ffmpeg, after)[0] >= 10
         print(f"edge out of rotation {out_after:.2f} s after it died")
