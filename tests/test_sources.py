@@ -557,3 +557,39 @@ async def test_every_worker_process_reports_the_source_on_stats() -> None:
     assert all(s is not None and s["spec"] == "test" and s["state"] == "live"
                for s in sources), sources
     assert all(s["bytes_in"] > 0 for s in sources)
+
+
+def redirecting_origin(locations: dict[bytes, bytes]) -> Serve:
+    """Answers ``GET path`` with a 302 to ``locations[path]``, or with a
+    close-delimited stream body ``b"at " + path`` for other paths."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += await stream.receive_some(4096)
+        path = request.split(b" ", 2)[1]
+        if path in locations:
+            await stream.send_all(b"HTTP/1.1 302 Found\r\nLocation: " + locations[path]
+                                  + b"\r\nContent-Length: 0\r\n\r\n")
+        else:
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nat " + path)
+        await trio.sleep(0.2)
+
+    return handler
+
+
+async def test_http_pull_follows_redirects_and_bounds_them() -> None:
+    with trio.fail_after(20):
+        async with origin(redirecting_origin({b"/old": b"/live", b"/loop": b"/loop"})) as port:
+            url = f"http://127.0.0.1:{port}"
+            moved = PullSource([parse_net_spec(url + "/old", "SOURCE")], timeout=5)
+            looping = PullSource([parse_net_spec(url + "/loop", "SOURCE")], timeout=5)
+            collectors = [Collector(), Collector()]
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(collectors[0].run, moved)
+                nursery.start_soon(collectors[1].run, looping)
+                await collectors[0].wait_for(lambda items: b"at /live" in items)
+                await until(lambda: looping.backoff.failures >= 1)
+                nursery.cancel_scope.cancel()
+    assert looping.status.last_error == f"too many redirects (last to {url}/loop)"
+    assert collectors[1].items == []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
+from urllib.parse import urljoin
 
 import h11
 import trio
@@ -27,6 +28,7 @@ from ._sources import (
     SourceError,
     Upstream,
     describe_error,
+    parse_net_spec,
 )
 
 __all__ = ["Connection", "PullSource", "log_change", "open_connection"]
@@ -37,6 +39,9 @@ logger = logging.getLogger("trio_msink.cli")
 # head) may take when --source-timeout is 0 (off).
 _CONNECT_TIMEOUT = 10.0
 _USER_AGENT = "trio-msink"
+# Redirects followed per attempt (curl's --max-redirs default is 50, a
+# browser's about 20; a stream URL that redirects more is misconfigured).
+_MAX_REDIRECTS = 5
 
 
 def log_change(line: str | None) -> None:
@@ -79,9 +84,10 @@ class Connection:
         await trio.aclose_forcefully(self.stream)
 
 
-async def open_connection(spec: NetSpec) -> Connection:
+async def open_connection(spec: NetSpec, redirects: int = _MAX_REDIRECTS) -> Connection:
     """Connect to ``spec``; for HTTP, send ``GET PATH`` and read the response
-    head. Raises OSError, :exc:`UpstreamError` (a non-200 answer) or
+    head, following up to ``redirects`` redirects to other ``http://`` URLs.
+    Raises OSError, :exc:`UpstreamError` (an answer that is not a stream) or
     :exc:`h11.RemoteProtocolError`."""
     stream = await trio.open_tcp_stream(spec.host, spec.port)
     if spec.scheme == "tcp":
@@ -101,13 +107,33 @@ async def open_connection(spec: NetSpec) -> Connection:
             elif isinstance(event, h11.ConnectionClosed):
                 raise UpstreamError("closed before answering")
             # 1xx informational responses: keep reading
-        if event.status_code != 200:
+        location = _redirect(spec, event)
+        if location is None and event.status_code != 200:
             reason = event.reason.decode("ascii", "replace")
             raise UpstreamError(f"HTTP {event.status_code} {reason}".rstrip())
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    return Connection(stream, http)
+    if location is None:
+        return Connection(stream, http)
+    await trio.aclose_forcefully(stream)
+    if redirects <= 0:
+        raise UpstreamError(f"too many redirects (last to {location.text})")
+    return await open_connection(location, redirects - 1)
+
+
+def _redirect(spec: NetSpec, response: h11.Response) -> NetSpec | None:
+    """Where a redirect response sends us (``None``: not a redirect)."""
+    if response.status_code not in (301, 302, 303, 307, 308):
+        return None
+    raw = dict(response.headers).get(b"location")
+    if raw is None:
+        raise UpstreamError(f"HTTP {response.status_code} without a Location")
+    target = urljoin(spec.text, raw.decode("ascii", "replace"))
+    try:
+        return parse_net_spec(target, "redirect")
+    except SourceError:
+        raise UpstreamError(f"redirect to an unsupported URL: {target}") from None
 
 
 # Failures of one attempt or one connection (anything else is a bug and
