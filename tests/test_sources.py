@@ -85,7 +85,9 @@ def test_status_log_lines_one_per_change() -> None:
     assert status.reconnects == 1
     assert status.connecting("tcp://o:1", 3.5) is None
     assert status.lost("connection refused", 4.0) is None
-    assert status.connecting("tcp://backup:2", 4.0) == "source tcp://backup:2: reconnecting"
+    assert status.connecting("tcp://backup:2", 4.0) is None  # a fallback: same state
+    assert status.spec == "tcp://backup:2"
+    assert status.live("tcp://backup:2", 4.5) == "source tcp://backup:2: live"
     assert status.ended(9.0) == "source tcp://backup:2: ended"
 
 

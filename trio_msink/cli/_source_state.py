@@ -116,12 +116,12 @@ class SourceStatus:
         return True
 
     def connecting(self, spec: str, now: float) -> str | None:
-        """An attempt to reach ``spec`` starts."""
-        changed = spec != self.spec
+        """An attempt to reach ``spec`` starts (with several sources, the
+        attempts go round them: only a change of state is logged)."""
         self.spec = spec
         retry = self.state in (SourceState.RECONNECTING, SourceState.LIVE)
         state = SourceState.RECONNECTING if retry else SourceState.CONNECTING
-        if self._change(state, now) or changed:
+        if self._change(state, now):
             return f"source {spec}: {state.value}"
         return None
 

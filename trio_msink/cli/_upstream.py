@@ -165,6 +165,8 @@ class PullSource:
         self.backoff = Backoff(max_attempts=max_attempts)
         self.status = SourceStatus(specs[0].text)
         self._random = rng if rng is not None else random.Random()
+        # (source, reason) pairs already logged in the current outage
+        self._failures_logged: set[tuple[str, str]] = set()
 
     def _deadline(self) -> float:
         return self.timeout if self.timeout > 0 else _CONNECT_TIMEOUT
@@ -213,10 +215,12 @@ class PullSource:
                     await trio.sleep(delay)
 
     def _note_failure(self, spec: NetSpec, error: str) -> None:
-        previous = self.status.last_error
+        """Log a failed attempt the first time each source fails that way in
+        an outage (an outage of hours is not a line every 10 s)."""
         line = self.status.lost(error, trio.current_time())
-        if line is None and error != previous:
+        if line is None and (spec.text, error) not in self._failures_logged:
             line = f"source {spec.text}: {self.status.state.value} ({error})"
+        self._failures_logged.add((spec.text, error))
         log_change(line)
 
     async def _stream(self, spec: NetSpec, index: int, connection: Connection,
@@ -244,6 +248,7 @@ class PullSource:
                         if not live:
                             live = True
                             self.backoff.succeeded()
+                            self._failures_logged.clear()
                             log_change(self.status.live(spec.text, now))
                             await send.send(Upstream(spec.text))
                         self.status.received(len(data), now)
