@@ -6,6 +6,8 @@ bodies of every framing."""
 from __future__ import annotations
 
 import argparse
+import errno
+import itertools
 import json
 import random
 import signal
@@ -19,10 +21,12 @@ import trio
 import trio.testing
 from _server import COMMAND, run_server
 
+from trio_msink.cli import _upstream
 from trio_msink.cli._errors import CommandError
 from trio_msink.cli._source_state import Backoff, SourceState, SourceStatus
 from trio_msink.cli._sources import (
     Item,
+    NetSpec,
     Source,
     SourceError,
     Upstream,
@@ -30,7 +34,7 @@ from trio_msink.cli._sources import (
     open_source,
     parse_net_spec,
 )
-from trio_msink.cli._upstream import PullSource
+from trio_msink.cli._upstream import Connection, PullSource
 
 
 # -- the reconnect schedule ----------------------------------------------------------------
@@ -38,8 +42,7 @@ def test_backoff_retries_every_half_second_at_first_then_doubles_to_ten() -> Non
     backoff = Backoff(jitter=0.0)
     now, delays = 0.0, []
     while now < 60:
-        delay = backoff.failed(now, 0.0)
-        assert delay is not None
+        delay = backoff.next_delay(now, 0.0)
         delays.append(delay)
         now += delay
     fast = [d for d in delays if d == 0.5]
@@ -50,25 +53,63 @@ def test_backoff_retries_every_half_second_at_first_then_doubles_to_ten() -> Non
 
 def test_backoff_jitter_shortens_each_delay_by_at_most_half() -> None:
     backoff = Backoff()
-    assert backoff.failed(0.0, 0.0) == 0.5
-    assert backoff.failed(0.1, 0.999) == pytest.approx(0.25, abs=0.001)
+    assert backoff.next_delay(0.0, 0.0) == 0.5
+    assert backoff.next_delay(0.1, 0.999) == pytest.approx(0.25, abs=0.001)
 
 
 def test_backoff_starts_over_after_a_success() -> None:
     backoff = Backoff(jitter=0.0)
     for t in range(30):
-        backoff.failed(float(t), 0.0)
-    assert backoff.failed(30.0, 0.0) == 10.0
+        backoff.failed()
+        backoff.next_delay(float(t), 0.0)
+    assert backoff.next_delay(30.0, 0.0) == 10.0
     backoff.succeeded()
     assert backoff.failures == 0
-    assert backoff.failed(100.0, 0.0) == 0.5
+    assert backoff.next_delay(100.0, 0.0) == 0.5
 
 
 def test_backoff_bound_gives_up_after_max_attempts() -> None:
     backoff = Backoff(max_attempts=3)
-    assert backoff.failed(0.0, 0.5) is not None
-    assert backoff.failed(1.0, 0.5) is not None
-    assert backoff.failed(2.0, 0.5) is None
+    assert backoff.failed() and backoff.failed()
+    assert not backoff.failed()
+    assert Backoff().failed()  # no bound
+
+
+class _NoJitter(random.Random):
+    def random(self) -> float:
+        return 0.0
+
+
+def test_the_run_loop_tries_each_source_then_waits_by_the_schedule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    attempts: list[tuple[float, str]] = []
+
+    async def refuse(spec: NetSpec, redirects: int = 0) -> Connection:
+        attempts.append((trio.current_time(), spec.text))
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+
+    monkeypatch.setattr(_upstream, "open_connection", refuse)
+    specs = [parse_net_spec("tcp://a:1", "SOURCE"), parse_net_spec("tcp://b:2", "SOURCE")]
+    source = PullSource(specs, timeout=5, max_attempts=60, rng=_NoJitter())
+
+    async def run() -> float:
+        send, receive = trio.open_memory_channel[Item](0)
+        with pytest.raises(SourceError):
+            async with receive:
+                await source.run(send)
+        return trio.current_time()
+
+    end = trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert [spec for _, spec in attempts] == ["tcp://a:1", "tcp://b:2"] * 30
+    starts = [t for t, _ in attempts[::2]]
+    assert all(t == t2 for (t, _), (t2, _) in zip(attempts[::2], attempts[1::2], strict=True))
+    waits = [round(b - a, 3) for a, b in itertools.pairwise(starts)]
+    assert waits[:20] == [0.5] * 20  # one round of both every 0.5 s for 10 s
+    assert waits[20:25] == [1.0, 2.0, 4.0, 8.0, 10.0]
+    assert set(waits[25:]) == {10.0}
+    assert end == starts[-1]
+    assert source.status.last_error == "connection refused"
 
 
 # -- the source state ------------------------------------------------------------------------

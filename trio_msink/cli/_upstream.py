@@ -204,15 +204,15 @@ class PullSource:
                         index = (index + 1) % len(self.specs)
                         continue
                 self._note_failure(spec, error)
-                tried += 1
-                index = (index + 1) % len(self.specs)
-                delay = self.backoff.failed(trio.current_time(), self._random.random())
-                if delay is None:
+                if not self.backoff.failed():
                     raise SourceError(f"SOURCE {spec.text}: gave up after "
                                       f"{self.backoff.failures} failed attempts ({error})")
-                if tried >= len(self.specs):
+                tried += 1
+                index = (index + 1) % len(self.specs)
+                if tried >= len(self.specs):  # every source failed once: wait
                     tried = 0
-                    await trio.sleep(delay)
+                    await trio.sleep(self.backoff.next_delay(trio.current_time(),
+                                                             self._random.random()))
 
     def _note_failure(self, spec: NetSpec, error: str) -> None:
         """Log a failed attempt the first time each source fails that way in
@@ -268,8 +268,7 @@ class PullSource:
         once it sends data, hand its connection over and stop the fallback."""
         schedule = Backoff(fast_window=0.0)  # 1, 2, 4, 8, then every 10 s
         while True:
-            delay = schedule.failed(trio.current_time(), self._random.random())
-            await trio.sleep(delay if delay is not None else schedule.maximum)
+            await trio.sleep(schedule.next_delay(trio.current_time(), self._random.random()))
             try:
                 connection = await self._connect(self.specs[0])
             except _FAILURES:
