@@ -9,6 +9,7 @@ import argparse
 import errno
 import itertools
 import json
+import math
 import random
 import signal
 import subprocess
@@ -331,6 +332,45 @@ def test_reconnect_max_gives_up_with_one_line_naming_the_source() -> None:
 
     taken = trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
     assert 0.75 <= taken <= 1.5  # three waits of 0.25..0.5 s (virtual time)
+
+
+class _OneChunk(Connection):
+    """An upstream that sends one chunk, then closes."""
+
+    def __init__(self) -> None:
+        self.first = [b"x"]
+
+    async def receive(self) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return self.first.pop() if self.first else b""
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+def test_an_origin_that_drops_us_at_once_is_retried_on_the_schedule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    attempts: list[float] = []
+
+    async def flap(spec: NetSpec, redirects: int = 0) -> Connection:
+        attempts.append(trio.current_time())
+        await trio.lowlevel.checkpoint()
+        return _OneChunk()
+
+    monkeypatch.setattr(_upstream, "open_connection", flap)
+    source = PullSource([parse_net_spec("tcp://a:1", "SOURCE")], timeout=5, rng=_NoJitter())
+
+    async def run() -> None:
+        send, receive = trio.open_memory_channel[Item](math.inf)
+        with trio.move_on_after(5):
+            async with receive:
+                await source.run(send)
+
+    trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+    waits = [b - a for a, b in itertools.pairwise(attempts)]
+    assert len(attempts) >= 9 and set(waits) == {0.5}  # 2 a second, not a tight loop
+    assert source.status.reconnects == len(attempts)
 
 
 async def test_silence_counts_as_a_loss() -> None:

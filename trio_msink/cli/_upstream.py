@@ -42,6 +42,10 @@ _USER_AGENT = "trio-msink"
 # Redirects followed per attempt (curl's --max-redirs default is 50, a
 # browser's about 20; a stream URL that redirects more is misconfigured).
 _MAX_REDIRECTS = 5
+# Seconds a connection must have delivered data for its loss to be retried
+# at once; one dropped sooner waits for the backoff schedule, so that an
+# origin that accepts and drops at once is not hammered.
+_STEADY = 1.0
 
 
 def log_change(line: str | None) -> None:
@@ -194,15 +198,20 @@ class PullSource:
                         connection = None
                         error = describe_error(exc)
                 if connection is not None:
-                    was_live, error, handed = await self._stream(spec, index, connection, send)
+                    live_since, error, handed = await self._stream(spec, index, connection,
+                                                                   send)
                     if handed is not None:
                         index = 0
                         continue
-                    if was_live:
-                        log_change(self.status.lost(error, trio.current_time()))
-                        tried = 0
-                        index = (index + 1) % len(self.specs)
-                        continue
+                    if live_since is not None:
+                        now = trio.current_time()
+                        log_change(self.status.lost(error, now))
+                        if now - live_since >= _STEADY:  # a loss: the next try comes at once
+                            tried = 0
+                            index = (index + 1) % len(self.specs)
+                            continue
+                        # a source that keeps dropping us at once is tried on the schedule
+                        tried = len(self.specs) - 1
                 self._note_failure(spec, error)
                 if not self.backoff.failed():
                     raise SourceError(f"SOURCE {spec.text}: gave up after "
@@ -225,12 +234,12 @@ class PullSource:
 
     async def _stream(self, spec: NetSpec, index: int, connection: Connection,
                       send: trio.MemorySendChannel[Item],
-                      ) -> tuple[bool, str, Connection | None]:
+                      ) -> tuple[float | None, str, Connection | None]:
         """Relay ``connection`` until it is lost or the first source is back.
-        Returns (whether it delivered data, why it ended, the first source's
-        connection if the probe took over)."""
+        Returns (when it first delivered data, None if never; why it ended;
+        the first source's connection if the probe took over)."""
         handover = _Handover()
-        live = False
+        live: float | None = None
         error = "closed by the origin"
         async with trio.open_nursery() as nursery:
             if index > 0:
@@ -245,8 +254,8 @@ class PullSource:
                         if not data:
                             raise _Lost("closed by the origin")
                         now = trio.current_time()
-                        if not live:
-                            live = True
+                        if live is None:
+                            live = now
                             self.backoff.succeeded()
                             self._failures_logged.clear()
                             log_change(self.status.live(spec.text, now))
