@@ -241,33 +241,35 @@ class PullSource:
         handover = _Handover()
         live: float | None = None
         error = "closed by the origin"
-        async with trio.open_nursery() as nursery:
-            if index > 0:
-                nursery.start_soon(self._probe, handover)
-            with handover.scope:
-                try:
-                    while True:
-                        with trio.move_on_after(self.timeout or float("inf")) as wait:
-                            data = await connection.receive()
-                        if wait.cancelled_caught:
-                            raise _Lost(f"no data for {self.timeout:g} s")
-                        if not data:
-                            raise _Lost("closed by the origin")
-                        now = trio.current_time()
-                        if live is None:
-                            live = now
-                            self.backoff.succeeded()
-                            self._failures_logged.clear()
-                            log_change(self.status.live(spec.text, now))
-                            await send.send(Upstream(spec.text))
-                        self.status.received(len(data), now)
-                        await send.send(data)
-                except _Lost as exc:
-                    error = str(exc)
-                except _FAILURES as exc:
-                    error = describe_error(exc)
-            nursery.cancel_scope.cancel()
-        await connection.aclose()
+        try:
+            async with trio.open_nursery() as nursery:
+                if index > 0:
+                    nursery.start_soon(self._probe, handover)
+                with handover.scope:
+                    try:
+                        while True:
+                            with trio.move_on_after(self.timeout or float("inf")) as wait:
+                                data = await connection.receive()
+                            if wait.cancelled_caught:
+                                raise _Lost(f"no data for {self.timeout:g} s")
+                            if not data:
+                                raise _Lost("closed by the origin")
+                            now = trio.current_time()
+                            if live is None:
+                                live = now
+                                self.backoff.succeeded()
+                                self._failures_logged.clear()
+                                log_change(self.status.live(spec.text, now))
+                                await send.send(Upstream(spec.text))
+                            self.status.received(len(data), now)
+                            await send.send(data)
+                    except _Lost as exc:
+                        error = str(exc)
+                    except _FAILURES as exc:
+                        error = describe_error(exc)
+                nursery.cancel_scope.cancel()
+        finally:
+            await connection.aclose()  # forceful: also when cancelled
         if handover.connection is not None:
             log_change(f"source {self.specs[0].text}: back, switching to it")
         return live, error, handover.connection
