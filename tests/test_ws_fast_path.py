@@ -338,3 +338,70 @@ async def test_a_never_reading_client_is_removed_without_stalling_the_others() -
                     if not data:
                         break
             await stalled.stream.aclose()
+
+
+# -- a FramedSocketStream with a framing of its own --------------------------------
+
+
+def _parse_records(data: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """``kind(1) length(4) payload`` records, and the incomplete rest."""
+    records = []
+    while len(data) >= 5:
+        length = int.from_bytes(data[1:5], "big")
+        if len(data) < 5 + length:
+            break
+        records.append((data[:1], data[5:5 + length]))
+        data = data[5 + length:]
+    return records, data
+
+
+async def test_messages_between_buffers_never_split_a_buffer() -> None:
+    framing = Framing(lambda size: b"D" + size.to_bytes(4, "big"))
+    count, size, messages = 300, 5000, 30
+    server, client = trio.socket.socketpair()
+    for sock, option in ((server, socket.SO_SNDBUF), (client, socket.SO_RCVBUF)):
+        sock.setsockopt(socket.SOL_SOCKET, option, 8192)
+    events = Events()
+    sent = [seq_message(seq, size) for seq in range(count)]
+    notes = [b"note %d" % i for i in range(messages)]
+    with trio.fail_after(60):
+        async with Sink(**events.callbacks(), sync=False) as sink:
+            stream = FramedSocketStream(trio.SocketStream(server), framing)
+            reader = trio.SocketStream(client)
+            sink.add(stream)
+            records: list[tuple[bytes, bytes]] = []
+
+            async def read() -> None:
+                rest = b""
+                while len(records) < count + messages:
+                    rest += await reader.receive_some(3000)  # a slow reader
+                    found, rest = _parse_records(rest)
+                    records.extend(found)
+                    await trio.sleep(0.0005)
+
+            async def talk() -> None:
+                for note in notes:
+                    await stream.send_between(b"C" + len(note).to_bytes(4, "big") + note)
+                    await trio.sleep(0.002)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read)
+                nursery.start_soon(talk)
+                for data in sent:
+                    await sink.send(data)
+                    await trio.lowlevel.checkpoint()
+            assert [p for kind, p in records if kind == b"D"] == sent
+            assert [p for kind, p in records if kind == b"C"] == notes
+            assert {kind for kind, _ in records} == {b"D", b"C"}
+            # Once the sink let go between two buffers, the stream writes itself.
+            sink.remove(stream)
+            await events.wait_socket_removed()
+            await stream.send_all(b"after")
+            got = b""
+            while len(got) < 10:
+                got += await reader.receive_some()
+            assert got == b"D\x00\x00\x00\x05after"
+            await stream.aclose()
+            with pytest.raises(trio.ClosedResourceError):
+                await stream.send_between(b"x")
+            await reader.aclose()
