@@ -170,12 +170,14 @@ async def write_socket(client: Client, stream: trio.SocketStream, fanout: Fanout
                     return
                 continue
             room = 0
-        if room > 0:
+        if room > 0 and framed is not None:
+            # Two segments a buffer (its header, its payload): no more are offered.
+            headers, data = history.peek(cursor, max(1, room // 2))
+            framing = framed.framing
+            headers = tuple(framing.framed(item) for item in headers)
+            data = [framing.framed(item) for item in data]
+        elif room > 0:
             headers, data = history.peek(cursor, room)
-            if framed is not None:
-                framing = framed.framing
-                headers = tuple(framing.framed(item) for item in headers)
-                data = [framing.framed(item) for item in data]
         if not inflight and not data:
             if history.flushed(cursor):
                 client.remove_flushed()
