@@ -209,9 +209,10 @@ async def test_http_front_serves_metrics_only_when_given() -> None:
 
 
 async def test_a_real_scrape_sees_the_counters_move() -> None:
-    """``trio-msink serve test``: two scrapes of its /metrics around viewers
-    that join, receive and leave."""
+    """``trio-msink serve test``: scrapes of its /metrics around viewers
+    that join (two on TCP, one on WebSocket), receive and leave."""
     pytest.importorskip("av", reason="the test source needs PyAV")
+    from trio_websocket import open_websocket_url
 
     async def get_metrics(port: int) -> Samples:
         head, body = await _get(port, "/metrics")
@@ -220,16 +221,22 @@ async def test_a_real_scrape_sees_the_counters_move() -> None:
 
     with trio.fail_after(60):
         async with run_server(["serve", "test", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0",
-                               "--linger", "0"], fronts=2) as server:
+                               "--ws", "127.0.0.1:0", "--linger", "0"], fronts=3) as server:
             http = server.port("http")
             before = await get_metrics(http)
-            assert value(before, "trio_msink_clients", front="tcp") == 0
+            for front in ("tcp", "http", "websocket"):  # every front, before its first client
+                assert value(before, "trio_msink_clients", front=front) == 0
             viewers = [await trio.open_tcp_stream("127.0.0.1", server.port("tcp"))
                        for _ in range(2)]
             for viewer in viewers:
                 received = 0
                 while received < 20_000:
                     received += len(await viewer.receive_some())
+            async with open_websocket_url(server.url("ws")) as ws:
+                await ws.get_message()
+                with_ws = await get_metrics(http)
+            assert value(with_ws, "trio_msink_clients", front="websocket") == 1
+            assert value(with_ws, "trio_msink_clients_added_total", front="websocket") == 1
             during = await get_metrics(http)
             assert value(during, "trio_msink_clients", front="tcp") == 2
             assert value(during, "trio_msink_clients_added_total", front="tcp") == 2

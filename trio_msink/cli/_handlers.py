@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Handler", "front_handlers", "front_url", "logging_callbacks", "open_metrics"]
 
-FRONTS = ("tcp", "http", "ws")
+# The names the fronts register their clients under (the `front` label of
+# /metrics, the `front` column of /stats).
+FRONTS = ("tcp", "http", "websocket")
 
 logger = logging.getLogger("trio_msink.cli")
 
