@@ -1,8 +1,11 @@
-"""The frame rate an H.264 sequence parameter set declares (VUI timing info)."""
+"""What an H.264 sequence parameter set declares: profile, level, picture
+size and frame rate (VUI timing info)."""
 
 from __future__ import annotations
 
-__all__ = ["sps_frame_rate"]
+from typing import NamedTuple
+
+__all__ = ["SpsInfo", "parse_sps", "sps_frame_rate"]
 
 # profile_idc values whose SPS carries chroma format, bit depths and scaling
 # matrices (H.264 7.3.2.1.1).
@@ -11,6 +14,26 @@ _EXTENDED_SAR = 255
 # Rates outside this range come from a damaged or odd SPS, not from video
 # anyone paces (a timelapse at one picture in 10 s to high-speed capture).
 _MIN_RATE, _MAX_RATE = 0.1, 1000.0
+
+
+class SpsInfo(NamedTuple):
+    """The fields of an SPS that a decoder is configured with."""
+
+    profile_idc: int
+    #: constraint_set0..5 flags and the two reserved bits: the SPS's second byte.
+    constraint_flags: int
+    level_idc: int
+    #: Picture size in pixels, after the SPS's cropping window.
+    width: int
+    height: int
+    #: Frames per second from the VUI timing info, or None (see sps_frame_rate).
+    frame_rate: float | None
+
+    @property
+    def codec(self) -> str:
+        """The RFC 6381 codec string, ``avc1.PPCCLL`` (hex), as WebCodecs and
+        Media Source Extensions take it."""
+        return f"avc1.{self.profile_idc:02X}{self.constraint_flags:02X}{self.level_idc:02X}"
 
 
 class _Truncated(Exception):
@@ -71,6 +94,19 @@ def _skip_scaling_list(bits: _Bits, size: int) -> None:
         last = nxt or last
 
 
+def parse_sps(nal: bytes) -> SpsInfo | None:
+    """The :class:`SpsInfo` of the SPS NAL unit ``nal`` (its header byte
+    first, no start code), or None when it is not an SPS or is cut short.
+    A frame rate that is absent, malformed or outside 0.1-1000 is None."""
+    if not nal or nal[0] & 0x1F != 7:
+        return None
+    bits = _Bits(_rbsp(nal))
+    try:
+        return _parse(bits)
+    except _Truncated:
+        return None
+
+
 def sps_frame_rate(nal: bytes) -> float | None:
     """Frames per second declared by the SPS NAL unit ``nal`` (its header
     byte first, no start code): ``time_scale / (2 * num_units_in_tick)``
@@ -81,23 +117,21 @@ def sps_frame_rate(nal: bytes) -> float | None:
     read it): right for progressive frames and for field pairs coded as
     one access unit.
     """
-    if not nal or nal[0] & 0x1F != 7:
-        return None
-    bits = _Bits(_rbsp(nal))
-    try:
-        return _frame_rate(bits)
-    except _Truncated:
-        return None
+    info = parse_sps(nal)
+    return info.frame_rate if info is not None else None
 
 
-def _frame_rate(bits: _Bits) -> float | None:
+def _parse(bits: _Bits) -> SpsInfo:
     profile = bits.u(8)
-    bits.u(16)  # constraint flags, level_idc
+    constraints = bits.u(8)
+    level = bits.u(8)
     bits.ue()  # seq_parameter_set_id
+    chroma_format = 1  # 4:2:0 unless a high profile says otherwise
+    separate_planes = False
     if profile in _HIGH_PROFILES:
         chroma_format = bits.ue()
         if chroma_format == 3:
-            bits.u(1)  # separate_colour_plane_flag
+            separate_planes = bool(bits.u(1))
         bits.ue()  # bit_depth_luma_minus8
         bits.ue()  # bit_depth_chroma_minus8
         bits.u(1)  # qpprime_y_zero_transform_bypass_flag
@@ -117,14 +151,32 @@ def _frame_rate(bits: _Bits) -> float | None:
             bits.se()
     bits.ue()  # max_num_ref_frames
     bits.u(1)  # gaps_in_frame_num_value_allowed_flag
-    bits.ue()  # pic_width_in_mbs_minus1
-    bits.ue()  # pic_height_in_map_units_minus1
-    if not bits.u(1):  # frame_mbs_only_flag
+    width_mbs = bits.ue() + 1
+    height_units = bits.ue() + 1
+    frame_mbs_only = bits.u(1)
+    if not frame_mbs_only:
         bits.u(1)  # mb_adaptive_frame_field_flag
     bits.u(1)  # direct_8x8_inference_flag
-    if bits.u(1):  # frame_cropping_flag
-        for _ in range(4):
-            bits.ue()
+    width = width_mbs * 16
+    height = (2 - frame_mbs_only) * height_units * 16
+    if bits.u(1):  # frame_cropping_flag: offsets in crop units (H.264 7.4.2.1.1)
+        left, right, top, bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
+        if chroma_format == 0 or separate_planes:
+            unit_x, unit_y = 1, 2 - frame_mbs_only
+        else:
+            unit_x = 1 if chroma_format == 3 else 2
+            unit_y = (2 if chroma_format == 1 else 1) * (2 - frame_mbs_only)
+        width -= (left + right) * unit_x
+        height -= (top + bottom) * unit_y
+    try:
+        rate = _frame_rate(bits)
+    except _Truncated:
+        rate = None  # the picture size is known; only the VUI is cut short
+    return SpsInfo(profile, constraints, level, width, height, rate)
+
+
+def _frame_rate(bits: _Bits) -> float | None:
+    """The VUI's frame rate; ``bits`` is just after frame_cropping."""
     if not bits.u(1):  # vui_parameters_present_flag
         return None
     # aspect_ratio_info_present_flag, then aspect_ratio_idc
