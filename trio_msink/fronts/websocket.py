@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 
 import trio
 from trio_websocket import (
@@ -149,6 +150,8 @@ class WebSocketFront:
     rejected with 404. ``close_timeout`` bounds, in seconds, the closing
     handshake after a client was removed. ``max_message_size`` (bytes)
     bounds what a client may send, for :meth:`serve_stream` connections.
+    ``routes`` maps other paths (query ignored) to the fronts that serve
+    them on the same port, e.g. ``{"/video": WebSocketFront(video_sink)}``.
     """
 
     def __init__(
@@ -161,6 +164,7 @@ class WebSocketFront:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_message_size: int = 64 * 1024,
+        routes: Mapping[str, WebSocketFront] | None = None,
     ) -> None:
         if close_timeout < 0 or handshake_timeout < 0:
             raise ValueError("timeouts must be >= 0 seconds")
@@ -173,6 +177,7 @@ class WebSocketFront:
         self.close_timeout = float(close_timeout)
         self.handshake_timeout = float(handshake_timeout)
         self.max_message_size = max_message_size
+        self.routes = dict(routes or {})
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
         """Handler for ``trio.serve_tcp``: the opening handshake on a raw
@@ -202,6 +207,10 @@ class WebSocketFront:
         removed, then close it. Never raises for anything the peer does, nor
         when the sink is already closed (the client is then closed with
         code 1001, "going away")."""
+        route = self.routes.get(request.path.split("?", 1)[0])
+        if route is not None and route is not self:
+            await route.handle(request)
+            return
         if self.path is not None and request.path.split("?", 1)[0] != self.path:
             with contextlib.suppress(ConnectionClosed):
                 await request.reject(404, body=b"no stream here\n")
