@@ -130,7 +130,7 @@ def test_config_is_read_from_the_sps_with_cropping() -> None:
 
 def test_codec_string_from_profile_constraints_and_level() -> None:
     # Constrained Baseline (66, constraint_set0/1), level 3.0, as WebCodecs takes it.
-    assert SpsInfo(66, 0xC0, 30, 640, 480, None).codec == "avc1.42C01E"
+    assert SpsInfo(None, True, 4, False, 66, 0xC0, 30, 640, 480).codec == "avc1.42C01E"
     units = ts_units(encode("mpegts", params="bframes=2"))
     sps = next(units[0].data[b:e] for b, e in split_nals(units[0].data)
                if units[0].data[b] & 0x1F == 7)

@@ -59,7 +59,7 @@ class VideoConfig:
 
     @classmethod
     def from_sps(cls, info: SpsInfo) -> VideoConfig:
-        return cls(info.codec, info.width, info.height, info.frame_rate)
+        return cls(info.codec, info.width, info.height, info.rate)
 
 
 @dataclass(frozen=True, slots=True)

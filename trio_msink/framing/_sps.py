@@ -1,11 +1,12 @@
-"""What an H.264 sequence parameter set declares: profile, level, picture
-size and frame rate (VUI timing info)."""
+"""What the H.264 framer reads from sequence parameter sets and slice
+headers: the frame rate (VUI timing info), and whether a picture is a field;
+and what a browser's decoder is configured with (profile, level, size)."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["SpsInfo", "parse_sps", "sps_frame_rate"]
+__all__ = ["SpsInfo", "field_picture", "parse_sps", "sps_frame_rate"]
 
 # profile_idc values whose SPS carries chroma format, bit depths and scaling
 # matrices (H.264 7.3.2.1.1).
@@ -14,26 +15,6 @@ _EXTENDED_SAR = 255
 # Rates outside this range come from a damaged or odd SPS, not from video
 # anyone paces (a timelapse at one picture in 10 s to high-speed capture).
 _MIN_RATE, _MAX_RATE = 0.1, 1000.0
-
-
-class SpsInfo(NamedTuple):
-    """The fields of an SPS that a decoder is configured with."""
-
-    profile_idc: int
-    #: constraint_set0..5 flags and the two reserved bits: the SPS's second byte.
-    constraint_flags: int
-    level_idc: int
-    #: Picture size in pixels, after the SPS's cropping window.
-    width: int
-    height: int
-    #: Frames per second from the VUI timing info, or None (see sps_frame_rate).
-    frame_rate: float | None
-
-    @property
-    def codec(self) -> str:
-        """The RFC 6381 codec string, ``avc1.PPCCLL`` (hex), as WebCodecs and
-        Media Source Extensions take it."""
-        return f"avc1.{self.profile_idc:02X}{self.constraint_flags:02X}{self.level_idc:02X}"
 
 
 class _Truncated(Exception):
@@ -94,17 +75,30 @@ def _skip_scaling_list(bits: _Bits, size: int) -> None:
         last = nxt or last
 
 
-def parse_sps(nal: bytes) -> SpsInfo | None:
-    """The :class:`SpsInfo` of the SPS NAL unit ``nal`` (its header byte
-    first, no start code), or None when it is not an SPS or is cut short.
-    A frame rate that is absent, malformed or outside 0.1-1000 is None."""
-    if not nal or nal[0] & 0x1F != 7:
-        return None
-    bits = _Bits(_rbsp(nal))
-    try:
-        return _parse(bits)
-    except _Truncated:
-        return None
+class SpsInfo(NamedTuple):
+    """The fields of an SPS the framer uses."""
+
+    #: Frames per second from the VUI timing info, or None.
+    rate: float | None
+    #: frame_mbs_only_flag: False when pictures may be coded as fields.
+    frame_mbs_only: bool
+    #: Bits of frame_num in a slice header.
+    frame_num_bits: int
+    #: separate_colour_plane_flag (a slice header then has colour_plane_id).
+    separate_colour_plane: bool
+    profile_idc: int = 0
+    #: constraint_set0..5 flags and the two reserved bits: the SPS's second byte.
+    constraint_flags: int = 0
+    level_idc: int = 0
+    #: Picture size in pixels after the SPS's cropping window (0: cut short).
+    width: int = 0
+    height: int = 0
+
+    @property
+    def codec(self) -> str:
+        """The RFC 6381 codec string ``avc1.PPCCLL`` (hex), as WebCodecs and
+        Media Source Extensions take it."""
+        return f"avc1.{self.profile_idc:02X}{self.constraint_flags:02X}{self.level_idc:02X}"
 
 
 def sps_frame_rate(nal: bytes) -> float | None:
@@ -114,24 +108,54 @@ def sps_frame_rate(nal: bytes) -> float | None:
     the rate is outside 0.1-1000.
 
     The formula counts two ticks a frame (H.264 E.2.1, as ffmpeg and x264
-    read it): right for progressive frames and for field pairs coded as
-    one access unit.
+    read it); a field coded as its own access unit lasts one tick (see
+    :func:`field_picture`).
     """
     info = parse_sps(nal)
-    return info.frame_rate if info is not None else None
+    return info.rate if info is not None else None
 
 
-def _parse(bits: _Bits) -> SpsInfo:
+def parse_sps(nal: bytes) -> SpsInfo | None:
+    """The :class:`SpsInfo` of the SPS NAL unit ``nal`` (header byte first),
+    or None if it is not one or is cut short before frame_mbs_only_flag."""
+    if not nal or nal[0] & 0x1F != 7:
+        return None
+    try:
+        return _parse_sps(_Bits(_rbsp(nal)))
+    except _Truncated:
+        return None
+
+
+def field_picture(nal: bytes, sps: SpsInfo) -> bool | None:
+    """Whether the slice NAL unit ``nal`` (header byte first; its first bytes
+    are enough) codes a field rather than a frame, per its field_pic_flag;
+    None if it cannot be read."""
+    if sps.frame_mbs_only:
+        return False
+    bits = _Bits(_rbsp(nal))
+    try:
+        bits.ue()  # first_mb_in_slice
+        bits.ue()  # slice_type
+        bits.ue()  # pic_parameter_set_id
+        if sps.separate_colour_plane:
+            bits.u(2)  # colour_plane_id
+        bits.u(sps.frame_num_bits)  # frame_num
+        return bool(bits.u(1))  # field_pic_flag
+    except _Truncated:
+        return None
+
+
+def _parse_sps(bits: _Bits) -> SpsInfo:
+    separate_colour_plane = False
+    chroma_format = 1  # 4:2:0 unless a high profile says otherwise
     profile = bits.u(8)
     constraints = bits.u(8)
     level = bits.u(8)
     bits.ue()  # seq_parameter_set_id
-    chroma_format = 1  # 4:2:0 unless a high profile says otherwise
-    separate_planes = False
     if profile in _HIGH_PROFILES:
         chroma_format = bits.ue()
         if chroma_format == 3:
-            separate_planes = bool(bits.u(1))
+            separate_colour_plane = bool(bits.u(1))
         bits.ue()  # bit_depth_luma_minus8
         bits.ue()  # bit_depth_chroma_minus8
         bits.u(1)  # qpprime_y_zero_transform_bypass_flag
@@ -139,7 +163,9 @@ def _parse(bits: _Bits) -> SpsInfo:
             for i in range(8 if chroma_format != 3 else 12):
                 if bits.u(1):
                     _skip_scaling_list(bits, 16 if i < 6 else 64)
-    bits.ue()  # log2_max_frame_num_minus4
+    frame_num_bits = bits.ue() + 4  # log2_max_frame_num_minus4
+    if frame_num_bits > 16:
+        raise _Truncated  # beyond the range H.264 allows: not an SPS
     poc_type = bits.ue()
     if poc_type == 0:
         bits.ue()  # log2_max_pic_order_cnt_lsb_minus4
@@ -151,32 +177,34 @@ def _parse(bits: _Bits) -> SpsInfo:
             bits.se()
     bits.ue()  # max_num_ref_frames
     bits.u(1)  # gaps_in_frame_num_value_allowed_flag
-    width_mbs = bits.ue() + 1
-    height_units = bits.ue() + 1
-    frame_mbs_only = bits.u(1)
+    width_mbs = bits.ue() + 1  # pic_width_in_mbs_minus1
+    height_units = bits.ue() + 1  # pic_height_in_map_units_minus1
+    frame_mbs_only = bool(bits.u(1))
     if not frame_mbs_only:
         bits.u(1)  # mb_adaptive_frame_field_flag
-    bits.u(1)  # direct_8x8_inference_flag
-    width = width_mbs * 16
-    height = (2 - frame_mbs_only) * height_units * 16
-    if bits.u(1):  # frame_cropping_flag: offsets in crop units (H.264 7.4.2.1.1)
-        left, right, top, bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
-        if chroma_format == 0 or separate_planes:
-            unit_x, unit_y = 1, 2 - frame_mbs_only
-        else:
-            unit_x = 1 if chroma_format == 3 else 2
-            unit_y = (2 if chroma_format == 1 else 1) * (2 - frame_mbs_only)
-        width -= (left + right) * unit_x
-        height -= (top + bottom) * unit_y
+    info = SpsInfo(None, frame_mbs_only, frame_num_bits, separate_colour_plane,
+                   profile, constraints, level)
     try:
-        rate = _frame_rate(bits)
+        bits.u(1)  # direct_8x8_inference_flag
+        width = width_mbs * 16
+        height = (2 - frame_mbs_only) * height_units * 16
+        if bits.u(1):  # frame_cropping_flag: offsets in crop units (H.264 7.4.2.1.1)
+            left, right, top, bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
+            if chroma_format == 0 or separate_colour_plane:
+                unit_x, unit_y = 1, 2 - frame_mbs_only
+            else:
+                unit_x = 1 if chroma_format == 3 else 2
+                unit_y = (2 if chroma_format == 1 else 1) * (2 - frame_mbs_only)
+            width -= (left + right) * unit_x
+            height -= (top + bottom) * unit_y
+        info = info._replace(width=width, height=height)
+        return info._replace(rate=_frame_rate(bits))
     except _Truncated:
-        rate = None  # the picture size is known; only the VUI is cut short
-    return SpsInfo(profile, constraints, level, width, height, rate)
+        return info
 
 
 def _frame_rate(bits: _Bits) -> float | None:
-    """The VUI's frame rate; ``bits`` is just after frame_cropping."""
+    """The rate from the VUI, ``bits`` just after frame_cropping."""
     if not bits.u(1):  # vui_parameters_present_flag
         return None
     # aspect_ratio_info_present_flag, then aspect_ratio_idc
