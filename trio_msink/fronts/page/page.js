@@ -305,16 +305,21 @@ function show(doc) {
   text("stream-bitrate", bitrateIn === null ? null : bits(bitrateIn));
   text("stream-keyframe-interval",
        video?.keyframe_interval ? `${video.keyframe_interval.toFixed(2)} s` : null);
-  const pill = $("source-state");
+  const pill = $("state-pill");
   const word = source ? source.state : "serving";
   pill.textContent = word;
   pill.className = "pill " + word.split(" ")[0];
-  $("source-uptime").textContent = source ? "up " + duration(source.uptime) : "";
-  text("source-spec", source?.spec);
-  text("source-state-text", source?.state);
-  text("source-uptime-text", source ? duration(source.uptime) : null);
-  text("source-reconnects", source?.reconnects);
-  text("source-last-error", source?.last_error);
+  $("uptime-badge").textContent = source ? "up " + duration(source.uptime) : "";
+  $("source-title").hidden = $("source-stats").hidden = !source;
+  if (source) {
+    text("source-spec", source.spec);
+    text("source-state", source.state);
+    text("source-uptime", duration(source.uptime));
+    text("source-bytes_in", bytes(source.bytes_in));
+    text("source-bitrate_in", bits(source.bitrate_in));
+    text("source-reconnects", source.reconnects);
+    text("source-last_error", source.last_error);
+  }
   for (const [key, value] of Object.entries(doc.sink)) {
     const cell = $(key);
     if (cell) cell.textContent = value;
