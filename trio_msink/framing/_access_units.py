@@ -130,6 +130,14 @@ class AccessUnitConverter:
         self._pes_pts: float | None = None
         self._last_ts: int | None = None
 
+    def restart(self) -> None:
+        """A new stream follows (a new upstream): drop the unit being
+        collected and the timestamp history; wait for a keyframe. The
+        video PID and the SPS/PPS are kept until the new stream's replace them."""
+        self._drop_pes()
+        self._pes_pts = None
+        self._last_ts = None
+
     def convert(self, data: bytes | memoryview, pts: float | None = None) -> list[AccessUnit]:
         """The access units completed by one buffer's bytes; ``pts`` (seconds)
         is the buffer's, used for an H.264 elementary stream."""

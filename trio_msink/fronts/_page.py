@@ -25,10 +25,10 @@ ASSETS = {
 }
 
 # (JSON key and element id, label)
-SINK_FIELDS = (("num_handles", "clients"), ("bytes_to_serve", "bytes to serve"),
+SINK_FIELDS = (("num_handles", "stream clients"), ("bytes_to_serve", "bytes to serve"),
                ("bytes_served", "bytes served"), ("buffers_queued", "buffers queued"))
-SOURCE_FIELDS = (("spec", "source"), ("state", "state"), ("uptime", "uptime (s)"),
-                 ("bytes_in", "bytes in"), ("bitrate_in", "bitrate in (bit/s)"),
+SOURCE_FIELDS = (("spec", "source"), ("state", "state"), ("uptime", "uptime"),
+                 ("bytes_in", "bytes in"), ("bitrate_in", "bitrate in"),
                  ("reconnects", "reconnects"), ("last_error", "last error"))
 CLIENT_FIELDS = ("address", "front", "status", "lag_buffers", "buffers_dropped", "bytes_sent",
                  "connect_duration")

@@ -102,8 +102,9 @@ class BrowserVideo:
     """The browser viewers' sink and what feeds it (see the module docs).
 
     ``format`` is the served stream's framing: ``"mpegts"`` or ``"h264"``
-    give video; any other (``"raw"``) gives browser viewers a config that
-    says the page cannot decode it. ``soft_limit`` and ``hard_limit`` are
+    give video; ``"auto"`` waits for :meth:`use_format`; any other
+    (``"raw"``) gives browser viewers a config that says the page cannot
+    decode it. ``soft_limit`` and ``hard_limit`` are
     seconds of lag (the sink's ``units_soft_max``/``units_max`` in TIME);
     ``clock`` gives the server time stamped in each message (seconds since
     the epoch). Use it as ``async with``: it owns its :attr:`sink`. Raises
@@ -117,12 +118,9 @@ class BrowserVideo:
         if not 0 < soft_limit < hard_limit:
             raise ValueError("soft_limit and hard_limit: expected 0 < soft_limit < hard_limit "
                              f"seconds, got {soft_limit!r} and {hard_limit!r}")
-        self.format = format
         self.clock = clock
         self.soft_limit = float(soft_limit)
         self.hard_limit = float(hard_limit)
-        self._converter = (AccessUnitConverter(format) if format in ("mpegts", "h264")
-                           else None)
         self.sink = Sink(
             sync=False,  # paced already: the buffers come as they are served
             sync_method=SyncMethod.LATEST_KEYFRAME,
@@ -134,14 +132,34 @@ class BrowserVideo:
             timeout=self.hard_limit,
             linger=0,
         )
+        self.format = ""
         self.config: VideoConfig | None = None
-        if self._converter is None:
-            self._set_config(VideoConfig(
-                None, reason=f"the stream is {format}, not video the page can decode"))
+        self._converter: AccessUnitConverter | None = None
+        self.use_format(format)
         self._units = 0
         self._keyframe_pts: float | None = None
         self._keyframe_interval: float | None = None
         self._arrivals: deque[tuple[float, int]] = deque()
+
+    def use_format(self, format: str) -> None:
+        """The served stream's framing is (now) ``format`` (``--format auto``
+        once detected); a change starts the conversion over."""
+        if format == self.format:
+            return
+        self.format = format
+        if format in ("mpegts", "h264"):
+            self._converter = AccessUnitConverter(format)
+        else:
+            self._converter = None
+            if format != "auto":
+                self._set_config(VideoConfig(
+                    None, reason=f"the stream is {format}, not video the page can decode"))
+
+    def restart(self) -> None:
+        """A new upstream: drop the unit being collected, start at its next
+        keyframe (the framer restarts the same way)."""
+        if self._converter is not None:
+            self._converter.restart()
 
     async def __aenter__(self) -> BrowserVideo:
         await self.sink.__aenter__()
@@ -163,17 +181,19 @@ class BrowserVideo:
         :exc:`trio.ClosedResourceError` once the sink is closed.
         """
         self._arrivals.append((self.clock(), len(buffer)))
+        # The sink measures lag by the served buffer's time, which never goes
+        # back (a new upstream may restart the stream's own clock anywhere);
+        # the message carries the stream's own presentation time.
+        pts = buffer.pts
         for unit in self._convert(buffer):
-            if unit.key:
-                if self._keyframe_pts is not None and unit.pts is not None:
-                    interval = unit.pts - self._keyframe_pts
-                    if interval > 0:
-                        self._keyframe_interval = interval
-                self._keyframe_pts = unit.pts
+            if unit.key and pts is not None:
+                if self._keyframe_pts is not None and pts > self._keyframe_pts:
+                    self._keyframe_interval = pts - self._keyframe_pts
+                self._keyframe_pts = pts
             message = encode_message(KIND_UNIT, unit.data, key=unit.key, pts=unit.pts,
                                      sent=self.clock())
             self._units += 1
-            await self.sink.send(Buffer(message, pts=unit.pts, delta_unit=not unit.key))
+            await self.sink.send(Buffer(message, pts=pts, delta_unit=not unit.key))
 
     def _convert(self, buffer: Buffer) -> list[Any]:
         if self._converter is None:

@@ -58,7 +58,7 @@ async function api(path, params = {}) {
 // -- clock: the server's time minus ours, NTP-style ----------------------------------
 async function syncClock() {
   let best = null;
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < 8; i++) {
     const t0 = now();
     const reply = await api(TIME_PATH);
     const t1 = now();
@@ -171,7 +171,9 @@ class Viewer {
   decode(message) {
     const decoder = this.decoder;
     if (!decoder || decoder.state !== "configured") return;
-    if (!message.key && (this.waitKey || decoder.decodeQueueSize > MAX_DECODE_QUEUE)) {
+    // (While the decoder starts up, its queue is no sign of a slow tab.)
+    const behind = state.framesDecoded > 0 && decoder.decodeQueueSize > MAX_DECODE_QUEUE;
+    if (!message.key && (this.waitKey || behind)) {
       if (!this.waitKey) state.keyframeResyncs++;
       this.waitKey = true;
       state.chunksSkipped++;
@@ -225,9 +227,14 @@ class Viewer {
   describe() {
     if (state.unsupported) return;
     const fps = this.rateFrames.length / 2;
-    const latency = state.latencyMs === null ? "…" : `${Math.round(state.latencyMs)} ms`;
+    // The estimate is as good as the clock offset, within half the round
+    // trip that measured it; a latency cannot be negative.
+    const latency = state.latencyMs === null ? "…"
+      : `${Math.max(0, Math.round(state.latencyMs))} ms`;
+    const error = state.clockRttMs === null ? ""
+      : ` <span class="muted">± ${Math.ceil(state.clockRttMs / 2)} ms</span>`;
     $("video-status").innerHTML =
-      `latency <b id="latency">${latency}</b> · ${fps.toFixed(1)} frames/s drawn · ` +
+      `latency <b id="latency">${latency}</b>${error} · ${fps.toFixed(1)} frames/s drawn · ` +
       `${state.framesDecoded} frames · ${state.decoderErrors} decoder errors · ` +
       `${state.keyframeResyncs} keyframe resyncs`;
   }
@@ -255,6 +262,14 @@ function bits(value) {
   if (value === null || value === undefined) return "–";
   const units = [["Gbit/s", 1e9], ["Mbit/s", 1e6], ["kbit/s", 1e3]];
   for (const [unit, size] of units) if (value >= size) return `${(value / size).toFixed(2)} ${unit}`;
+  return `${Math.round(value)} bit/s`;
+}
+
+function shortBits(value) {
+  const units = [["G", 1e9], ["M", 1e6], ["k", 1e3]];
+  for (const [unit, size] of units) {
+    if (value >= size) return `${+(value / size).toPrecision(3)} ${unit}bit/s`;
+  }
   return `${Math.round(value)} bit/s`;
 }
 
@@ -348,9 +363,9 @@ function drawCharts() {
   lineChart($("chart-bitrate"), history, [
     {key: "bitrateIn", color: cssColor("--accent")},
     {key: "bitrateOut", color: cssColor("--out")},
-  ], bits);
+  ], shortBits);
   lineChart($("chart-viewers"), history, [{key: "viewers", color: cssColor("--ok")}],
-            (v) => String(Math.round(v)));
+            (v) => String(Math.round(v)), 4);
 }
 
 function cssColor(name) {
@@ -364,7 +379,7 @@ function niceCeiling(value) {
   return 10 * power;
 }
 
-function lineChart(canvas, history, series, label) {
+function lineChart(canvas, history, series, label, minimum = 0) {
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth || canvas.width, height = canvas.clientHeight || canvas.height;
   if (canvas.width !== Math.round(width * ratio)) {
@@ -374,13 +389,13 @@ function lineChart(canvas, history, series, label) {
   const g = canvas.getContext("2d");
   g.setTransform(ratio, 0, 0, ratio, 0, 0);
   g.clearRect(0, 0, width, height);
-  const left = 70, right = 8, top = 8, bottom = 18;
+  const left = 76, right = 8, top = 8, bottom = 18;
   const plotW = width - left - right, plotH = height - top - bottom;
   let peak = 0;
   for (const sample of history) {
     for (const {key} of series) peak = Math.max(peak, sample[key] ?? 0);
   }
-  const ceiling = niceCeiling(peak);
+  const ceiling = niceCeiling(Math.max(peak, minimum));
   const end = now() / 1000, start = end - HISTORY_SECONDS;
   const x = (t) => left + ((t - start) / HISTORY_SECONDS) * plotW;
   const y = (v) => top + plotH - (v / ceiling) * plotH;
