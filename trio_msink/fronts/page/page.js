@@ -312,6 +312,11 @@ function show(doc) {
   const video = doc.video ?? null;
   const source = doc.source ?? null;
   const config = state.config ?? video;
+  if (video && !video.codec && video.reason && !state.unsupported) {
+    // No config message comes before a first unit, and such a stream has none.
+    unsupported(`The page cannot play this stream: ${video.reason}; ` +
+                "use one of the player commands below.");
+  }
   text("stream-format", video?.format ?? null);
   text("stream-codec", config?.codec ?? (config?.reason ? "cannot play here" : null));
   text("stream-resolution", config?.width ? `${config.width} × ${config.height}` : null);
