@@ -93,7 +93,7 @@ def demo() -> Iterator[Server]:
 
 
 def open_page(browser: Any, server: Server) -> Any:
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.errors = errors

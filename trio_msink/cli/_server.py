@@ -192,8 +192,8 @@ class Server:
             hints.append(f"watch it:  ffplay {url['tcp']}")
         if "http" in url:
             hints.append(f"{'':11}vlc {url['http']}stream")
-            video = " (video, stats)" if "ws" in url else " (stats)"
-            hints.append(f"in a browser{video}: {url['http']}")
+            what = "the video and live stats" if "ws" in url else "live stats"
+            hints.append(f"{what} in a browser: {url['http']}")
         if "ws" in url:
             hints.append(f"WebSocket: {url['ws']}")
         print("\n".join("  " + hint for hint in hints), file=sys.stderr, flush=True)
