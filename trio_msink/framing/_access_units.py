@@ -148,7 +148,10 @@ class AccessUnitConverter:
             return out
         view = memoryview(data)
         for off in range(0, len(view) - PACKET_SIZE + 1, PACKET_SIZE):
-            if view[off] == SYNC_BYTE:
+            # Only three PIDs matter; reading the PID here skips the parse of
+            # every other packet (audio, data, null).
+            pid = ((view[off + 1] & 0x1F) << 8) | view[off + 2]
+            if view[off] == SYNC_BYTE and pid in (self._video_pid, PAT_PID, self._pmt_pid):
                 self._packet(view[off : off + PACKET_SIZE], out)
         # The framer ends a buffer where the video PES ends: the unit is
         # complete now, not one picture later when the next PES starts.
