@@ -13,6 +13,7 @@ from importlib import resources
 import pytest
 import trio
 import trio.testing
+from _server import run_server
 from conftest import poll_until
 from test_access_units import encode
 from test_front_http import fetch, start_front
@@ -152,3 +153,28 @@ def test_browser_video_limits_are_checked() -> None:
     raw = BrowserVideo("raw")
     assert raw.config is not None and raw.config.codec is None
     assert "raw" in (raw.config.reason or "")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_serve_gives_browser_viewers_keyframe_first_units(workers: int) -> None:
+    """`serve test`: the page's `fronts.video` URL (the WebSocket front's
+    /video; with --workers, a port of the main process, whichever process
+    answers /stats) gives the config, then units from a keyframe."""
+    args = ["serve", "test", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0",
+            "--workers", str(workers)]
+    with trio.fail_after(60):
+        async with run_server(args, fronts=2) as server:
+            http_port = server.port("http")
+            urls = set()
+            for _ in range(3):  # with workers, each process answers in turn
+                doc = json.loads((await fetch(http_port, get("/stats"))).body)
+                urls.add(doc["fronts"]["video"])
+            (url,) = urls
+            if workers == 1:
+                assert url == server.url("ws") + "video"
+            async with open_websocket_url(url) as ws:
+                messages = [await ws.get_message() for _ in range(3)]
+            kinds = [HEADER.unpack_from(m)[2:4] for m in messages]
+            assert kinds == [(KIND_CONFIG, 0), (KIND_UNIT, 3), (KIND_UNIT, 2)]
+            config = json.loads(messages[0][HEADER.size :])
+            assert (config["width"], config["height"]) == (320, 240)

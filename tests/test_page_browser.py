@@ -73,7 +73,8 @@ class Server:
             self.process.wait(10)
 
 
-@pytest.fixture
+# One browser and one demo server for the module: each costs seconds to start.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with playwright.sync_playwright() as driver:
         chromium = driver.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -83,7 +84,7 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def demo() -> Iterator[Server]:
     server = Server("demo")
     try:
@@ -154,6 +155,8 @@ def test_the_page_plays_the_live_video(browser: Any, demo: Server) -> None:
     shot = ARTIFACTS / "page.png"
     first.screenshot(path=str(shot), full_page=True)
     print(f"screenshot of the page: {shot}")
+    first.close()
+    second.close()
 
 
 def test_a_stream_the_browser_cannot_play_is_said_in_one_sentence(browser: Any) -> None:
@@ -165,5 +168,35 @@ def test_a_stream_the_browser_cannot_play_is_said_in_one_sentence(browser: Any) 
         assert "raw" in message and "player commands below" in message
         assert message.count(". ") == 0  # one sentence
         assert f"vlc {server.urls['http']}stream" in page.inner_text("#player-commands")
+        page.close()
     finally:
         server.close()
+
+
+def test_with_many_clients_the_page_reads_the_summary_and_pages(browser: Any,
+                                                                  demo: Server) -> None:
+    tcp_host, tcp_port = demo.urls["tcp"].removeprefix("tcp://").rsplit(":", 1)
+    clients = [socket.create_connection((tcp_host, int(tcp_port)), timeout=10)
+               for _ in range(110)]
+    try:
+        page = open_page(browser, demo)
+        page.wait_for_function("window.msink.stats.summary !== undefined", timeout=10_000)
+        page.wait_for_function("!document.getElementById('pager').hidden", timeout=10_000)
+        shown = page.evaluate("window.msink.stats")
+        page.wait_for_function("performance.getEntriesByType('resource')"
+                               ".some(entry => entry.name.includes('summary=1'))",
+                               timeout=10_000)
+        assert shown["summary"]["clients"] == shown["total_clients"] >= 110
+        assert shown["summary"]["by_front"]["tcp"] == 110
+        assert page.locator("#client-rows tr").count() == 50
+        assert page.inner_text("#page-label").startswith("1\N{EN DASH}50 of ")
+        page.click("#page-next")
+        page.wait_for_function(
+            "document.getElementById('page-label').textContent.startsWith('51')",
+            timeout=10_000)
+        assert "p99" in page.inner_text("#viewer-summary")
+        assert page.errors == []
+        page.close()
+    finally:
+        for client in clients:
+            client.close()
