@@ -48,7 +48,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import Buffer, Format, RecoverPolicy, Sink, SyncMethod
-from ..framing._access_units import AccessUnitConverter, VideoConfig
+from ..framing._access_units import AccessUnit, AccessUnitConverter, VideoConfig
 
 __all__ = [
     "DEFAULT_HARD_LIMIT",
@@ -195,7 +195,7 @@ class BrowserVideo:
             self._units += 1
             await self.sink.send(Buffer(message, pts=pts, delta_unit=not unit.key))
 
-    def _convert(self, buffer: Buffer) -> list[Any]:
+    def _convert(self, buffer: Buffer) -> list[AccessUnit]:
         if self._converter is None:
             return []
         units = self._converter.convert(buffer.tobytes(), buffer.pts)

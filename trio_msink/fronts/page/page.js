@@ -28,6 +28,7 @@ const state = {
   chunksSkipped: 0,
   keyframeResyncs: 0,
   firstChunkKey: null,
+  firstFrameMs: null,
   latencyMs: null,
   clockOffsetMs: null,
   clockRttMs: null,
@@ -213,6 +214,8 @@ class Viewer {
     const sent = this.sent.get(frame.timestamp);
     frame.close();
     const drawn = now();
+    // Milliseconds from the start of the page's navigation to its first picture.
+    if (state.framesDecoded === 0) state.firstFrameMs = performance.now();
     state.framesDecoded++;
     this.rateFrames.push(drawn);
     while (this.rateFrames.length && this.rateFrames[0] < drawn - 2000) this.rateFrames.shift();
@@ -507,6 +510,7 @@ function showViewers(doc) {
       return span;
     }));
   }
+  if (doc.offset > 0 && rows.length === 0) pageIndex = 0; // the audience shrank: back to the start
   const paged = doc.offset !== undefined && total > (doc.limit ?? total);
   $("pager").hidden = !paged;
   if (paged) {
@@ -592,6 +596,7 @@ function start() {
   }
   syncClock().catch((error) => console.warn("clock:", error));
   setInterval(() => syncClock().catch(() => {}), CLOCK_PERIOD_MS);
+  refresh(); // the embedded numbers are as old as the page: bring them up to date now
   setInterval(refresh, STATS_PERIOD_MS);
   if (viewer) setInterval(() => viewer.describe(), 500);
 }
