@@ -39,7 +39,12 @@ if TYPE_CHECKING:
     from .anyio import AnyioSendStream, AnyioStream
     from .browser import BrowserVideo
     from .http import HttpFront, stats_document
-    from .websocket import WebSocketFront, WebSocketSendStream, WebSocketStream
+    from .websocket import (
+        WebSocketFramedStream,
+        WebSocketFront,
+        WebSocketSendStream,
+        WebSocketStream,
+    )
 
 __all__ = [
     "AnyioSendStream",
@@ -48,6 +53,7 @@ __all__ = [
     "ClientInfo",
     "ClientRegistry",
     "HttpFront",
+    "WebSocketFramedStream",
     "WebSocketFront",
     "WebSocketSendStream",
     "WebSocketStream",
@@ -64,6 +70,7 @@ _LAZY = {
     "BrowserVideo": "browser",
     "HttpFront": "http",
     "stats_document": "http",
+    "WebSocketFramedStream": "websocket",
     "WebSocketFront": "websocket",
     "WebSocketSendStream": "websocket",
     "WebSocketStream": "websocket",
