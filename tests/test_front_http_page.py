@@ -15,7 +15,7 @@ import trio
 import trio.testing
 from _server import run_server
 from conftest import poll_until
-from test_access_units import encode
+from test_access_units import encode, ts_units
 from test_front_http import fetch, start_front
 from trio_websocket import open_websocket_url
 
@@ -178,3 +178,30 @@ async def test_serve_gives_browser_viewers_keyframe_first_units(workers: int) ->
             assert kinds == [(KIND_CONFIG, 0), (KIND_UNIT, 3), (KIND_UNIT, 2)]
             config = json.loads(messages[0][HEADER.size :])
             assert (config["width"], config["height"]) == (320, 240)
+
+
+async def test_a_slow_viewer_jumps_to_the_newest_keyframe() -> None:
+    """The browser sink's RESYNC_KEYFRAME with a soft limit in time: a viewer
+    that stops reading drops to a keyframe instead of falling behind."""
+    headers, buffers = ts_buffers()
+    units = ts_units(encode("mpegts"))  # the same stream's units, to name them
+    with trio.fail_after(20):
+        async with BrowserVideo("mpegts", soft_limit=0.5) as video:
+            video.set_streamheader(headers)
+            send, receive = trio.testing.lockstep_stream_one_way_pair()
+            video.sink.add(send)
+            for buffer in buffers[:25]:  # 2.5 s of pictures; keyframes at 0, 1 and 2 s
+                await video.send(buffer)
+            # The config message and the first keyframe were being written
+            # when the viewer stalled; what came next waited, and the soft
+            # limit (0.5 s) made it skip to the keyframe at 1 s, then to the
+            # one at 2 s: it resumes there, not 2 s behind.
+            stats = video.sink.get_stats(send)
+            assert stats is not None and stats.buffers_dropped >= 10
+            assert stats.lag_buffers == 5
+            messages = [await receive.receive_some() for _ in range(2 + 5)]
+            fields = [HEADER.unpack_from(message) for message in messages]
+            assert fields[0][2] == KIND_CONFIG
+            assert [f[3] & 1 for f in fields[1:]] == [1, 1, 0, 0, 0, 0]
+            expected = [units[0], *units[20:25]]
+            assert [f[4] for f in fields[1:]] == [round((u.pts or 0) * 1e6) for u in expected]
