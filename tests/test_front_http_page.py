@@ -205,3 +205,26 @@ async def test_a_slow_viewer_jumps_to_the_newest_keyframe() -> None:
             assert [f[3] & 1 for f in fields[1:]] == [1, 1, 0, 0, 0, 0]
             expected = [units[0], *units[20:25]]
             assert [f[4] for f in fields[1:]] == [round((u.pts or 0) * 1e6) for u in expected]
+
+
+async def test_summary_answers_are_shared_for_half_a_second(
+        mock_clock: trio.testing.MockClock) -> None:
+    async with Sink() as sink:
+        front = HttpFront(sink)
+        query = StatsQuery(summary=True)
+
+        def clients() -> int:
+            count: int = json.loads(front._stats_body(query))["summary"]["clients"]
+            return count
+
+        send, _ = trio.testing.memory_stream_one_way_pair()
+        front.registry.register(send, "tcp", "10.0.0.1:1")
+        sink.add(send)
+        assert clients() == 1
+        other, _ = trio.testing.memory_stream_one_way_pair()
+        front.registry.register(other, "tcp", "10.0.0.2:1")
+        sink.add(other)
+        assert clients() == 1  # built once for every page that asks within 0.5 s
+        assert json.loads(front._stats_body(StatsQuery()))["total_clients"] == 2  # full: fresh
+        mock_clock.jump(0.6)
+        assert clients() == 2

@@ -12,7 +12,8 @@ I/O is here):
   policy of the sink.
 * ``GET /stats`` → the sink's counters and every registered client as JSON
   (:func:`stats_document`); ``?summary=1`` gives counts, totals and the lag
-  distribution instead of the rows, ``?offset=N&limit=M`` a page of rows.
+  distribution instead of the rows, ``?offset=N&limit=M`` a page of rows
+  (these two forms are shared between requests for half a second).
 * ``GET /time`` → ``{"time": ms}``: the server's clock (milliseconds since
   the epoch), for the page's latency estimate.
 * ``GET /`` → the live page (``/page.js``, ``/page.css`` beside it): the
@@ -75,6 +76,13 @@ DEFAULT_RESPONSE_TIMEOUT = 10.0
 # Largest request head accepted. h11's own default is 16 KiB; precedents:
 # node.js 16 KiB, tomcat 8 KiB, nginx 8 KiB per line (large_client_header_buffers).
 DEFAULT_MAX_HEADER_SIZE = 16 * 1024
+# Seconds a summary or paged /stats answer is shared between requests: the
+# live page asks for those once a second each when there are many clients,
+# so with 1,000 pages open the document is built twice a second, not 1,000
+# times (each build reads every client's stats). The full form is not
+# shared: it is what scripts read right after a change.
+_STATS_SHARED_SECONDS = 0.5
+_STATS_SHARED_ENTRIES = 32
 # Bytes asked for per read while parsing a request head.
 _RECEIVE_SIZE = 4096
 # Lingering close after an error response (see _lingering_close).
@@ -150,6 +158,7 @@ class HttpFront:
         self.time_path = time_path
         base = page_path.rstrip("/")
         self._assets = {f"{base}/{name}": name for name in ASSETS}
+        self._shared: dict[StatsQuery, tuple[float, bytes]] = {}
         # Validate once so a bad content type fails here, not per request.
         _stream_head(self._stream_headers())
 
@@ -206,7 +215,7 @@ class HttpFront:
             except ValueError as exc:
                 await self._send_error(conn, stream, 400, str(exc), head=head)
                 return None
-            body = json.dumps(self._stats(stats_query)).encode()
+            body = self._stats_body(stats_query)
             await self._send_simple(conn, stream, 200, body, "application/json", head=head)
         elif path == self.time_path:
             body = json.dumps({"time": time.time() * 1000.0}).encode()
@@ -223,10 +232,19 @@ class HttpFront:
                                     head=head)
         return None
 
-    def _stats(self, query: StatsQuery) -> dict[str, Any]:
+    def _stats_body(self, query: StatsQuery) -> bytes:
+        shared = query.summary or query.offset > 0 or query.limit is not None
+        now = trio.current_time()
+        if shared and (hit := self._shared.get(query)) and now - hit[0] < _STATS_SHARED_SECONDS:
+            return hit[1]
         source = self.source_status() if self.source_status is not None else None
-        return stats_document(self.sink, self.registry, source, video=self.video,
-                              fronts=self.fronts, query=query)
+        body = json.dumps(stats_document(self.sink, self.registry, source, video=self.video,
+                                         fronts=self.fronts, query=query)).encode()
+        if shared:
+            if len(self._shared) >= _STATS_SHARED_ENTRIES:
+                self._shared.clear()
+            self._shared[query] = (now, body)
+        return body
 
     # -- /stream -----------------------------------------------------------------
     def _stream_headers(self) -> list[tuple[str, str]]:
