@@ -5,7 +5,10 @@
 const STATS_PATH = document.body.dataset.stats;
 const TIME_PATH = document.body.dataset.time;
 const STATS_PERIOD_MS = 1000;
-const CLOCK_PERIOD_MS = 30000;
+// With many clients, every page polls half as often: each request is a
+// connection of its own to the server.
+const STATS_PERIOD_MANY_MS = 2000;
+const CLOCK_PERIOD_MS = 60000;
 // Over this many clients the page asks for a summary and one page of rows:
 // its requests then stay the same size whatever the audience.
 const MANY_CLIENTS = 100;
@@ -57,9 +60,9 @@ async function api(path, params = {}) {
 }
 
 // -- clock: the server's time minus ours, NTP-style ----------------------------------
-async function syncClock() {
+async function syncClock(samples) {
   let best = null;
-  for (let i = 0; i < 8; i++) {
+  for (let i = 0; i < samples; i++) {
     const t0 = now();
     const reply = await api(TIME_PATH);
     const t1 = now();
@@ -575,6 +578,13 @@ function showCommands(doc) {
   }));
 }
 
+// The embedded numbers are as old as the page: the first refresh is at once.
+async function poll() {
+  await refresh();
+  const many = (state.stats?.total_clients ?? 0) > MANY_CLIENTS;
+  setTimeout(poll, many ? STATS_PERIOD_MANY_MS : STATS_PERIOD_MS);
+}
+
 // -- start --------------------------------------------------------------------------------------------
 function start() {
   const initial = JSON.parse($("initial-stats").textContent);
@@ -594,10 +604,9 @@ function start() {
     viewer.start();
     window.msinkViewer = viewer;
   }
-  syncClock().catch((error) => console.warn("clock:", error));
-  setInterval(() => syncClock().catch(() => {}), CLOCK_PERIOD_MS);
-  refresh(); // the embedded numbers are as old as the page: bring them up to date now
-  setInterval(refresh, STATS_PERIOD_MS);
+  syncClock(8).catch((error) => console.warn("clock:", error));
+  setInterval(() => syncClock(4).catch(() => {}), CLOCK_PERIOD_MS);
+  poll();
   if (viewer) setInterval(() => viewer.describe(), 500);
 }
 
