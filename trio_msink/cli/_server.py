@@ -148,7 +148,8 @@ class Server:
         stream. Without a WebSocket front, none."""
         if "ws" not in listeners:
             return []
-        self.video = BrowserVideo(self.format)
+        self.video = BrowserVideo(self.format, on_client_added=self.display.client_added,
+                                  on_client_removed=self.display.client_removed)
         if self.args.workers <= 1:
             fronts["video"] = fronts["ws"].rstrip("/") + VIDEO_PATH
             return []

@@ -47,7 +47,9 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from .. import Buffer, Format, RecoverPolicy, Sink, SyncMethod
+import trio
+
+from .. import Buffer, ClientStatus, Format, RecoverPolicy, Sink, SyncMethod
 from ..framing._access_units import AccessUnit, AccessUnitConverter, VideoConfig
 
 __all__ = [
@@ -107,14 +109,18 @@ class BrowserVideo:
     decode it. ``soft_limit`` and ``hard_limit`` are
     seconds of lag (the sink's ``units_soft_max``/``units_max`` in TIME);
     ``clock`` gives the server time stamped in each message (seconds since
-    the epoch). Use it as ``async with``: it owns its :attr:`sink`. Raises
+    the epoch); ``on_client_added`` and ``on_client_removed`` are given to
+    the sink. Use it as ``async with``: it owns its :attr:`sink`. Raises
     :exc:`ValueError` when ``soft_limit`` is not below ``hard_limit`` or
     either is not positive.
     """
 
     def __init__(self, format: str = "mpegts", *, soft_limit: float = DEFAULT_SOFT_LIMIT,
                  hard_limit: float = DEFAULT_HARD_LIMIT,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_client_added: Callable[[trio.abc.SendStream], object] | None = None,
+                 on_client_removed: Callable[[trio.abc.SendStream, ClientStatus], object]
+                 | None = None) -> None:
         if not 0 < soft_limit < hard_limit:
             raise ValueError("soft_limit and hard_limit: expected 0 < soft_limit < hard_limit "
                              f"seconds, got {soft_limit!r} and {hard_limit!r}")
@@ -131,6 +137,8 @@ class BrowserVideo:
             buffers_max=_BUFFERS_MAX,
             timeout=self.hard_limit,
             linger=0,
+            on_client_added=on_client_added,
+            on_client_removed=on_client_removed,
         )
         self.format = ""
         self.config: VideoConfig | None = None
