@@ -17,6 +17,8 @@ const HISTORY_SECONDS = 300;
 // Chunks waiting in the decoder beyond which a slow tab skips to the next
 // keyframe, as the server does for a slow connection (resync-keyframe).
 const MAX_DECODE_QUEUE = 8;
+// Messages kept while the decoder is being configured (a few frames' worth).
+const MAX_PENDING = 120;
 const LATENCY_SAMPLES = 50;
 const HEADER_SIZE = 24;
 const KIND_CONFIG = 1;
@@ -83,6 +85,7 @@ class Viewer {
     this.context = this.canvas.getContext("2d");
     this.decoder = null;
     this.configuring = null;
+    this.generation = 0;
     this.pending = [];
     this.waitKey = true;
     this.sent = new Map();
@@ -126,7 +129,8 @@ class Viewer {
     if (kind === KIND_CONFIG) {
       this.configure(JSON.parse(new TextDecoder().decode(message.payload)));
     } else if (this.configuring) {
-      this.pending.push(message); // the first keyframe follows its config at once
+      // The first keyframe follows its config at once: keep it for the decoder.
+      if (this.pending.length < MAX_PENDING) this.pending.push(message);
     } else {
       this.decode(message);
     }
@@ -145,6 +149,7 @@ class Viewer {
   }
 
   async setUp(config) {
+    const generation = ++this.generation;
     if (!("VideoDecoder" in window)) {
       return unsupported("This browser has no WebCodecs video decoder, so the stream " +
                          "cannot play here: use one of the player commands below.");
@@ -159,6 +164,7 @@ class Viewer {
       decoderConfig.codedHeight = config.height;
     }
     const support = await VideoDecoder.isConfigSupported(decoderConfig);
+    if (generation !== this.generation) return; // a newer config came meanwhile
     if (!support.supported) {
       return unsupported(`This browser cannot decode ${config.codec} video: ` +
                          "use one of the player commands below.");
