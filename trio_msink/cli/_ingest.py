@@ -26,8 +26,7 @@ import trio
 
 from ..fronts import peer_address
 from ._source_state import SourceState, SourceStatus
-from ._sources import _CHUNK, Item, NetSpec, Upstream, describe_error, listen_error
-from ._upstream import log_change
+from ._sources import _CHUNK, Item, NetSpec, Upstream, describe_error, listen_error, log_change
 
 __all__ = ["IngestSource"]
 

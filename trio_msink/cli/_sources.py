@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import socket
 import sys
@@ -41,10 +42,14 @@ __all__ = [
     "Upstream",
     "add_source_flags",
     "describe_error",
+    "listen_error",
+    "log_change",
     "open_source",
     "parse_host_port",
     "parse_net_spec",
 ]
+
+logger = logging.getLogger("trio_msink.cli")
 
 _CHUNK = 64 * 1024
 # Seconds an upstream may stay silent before it counts as lost. A live
@@ -102,6 +107,12 @@ class NetSpec:
     def authority(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+def log_change(line: str | None) -> None:
+    """Log one line per source state change (``None``: no change)."""
+    if line is not None:
+        logger.info("%s", line)
 
 
 def parse_host_port(text: str, what: str) -> tuple[str, int]:
@@ -162,8 +173,6 @@ class _FiniteSource:
         return None
 
     async def run(self, send: trio.MemorySendChannel[Item]) -> None:
-        from ._upstream import log_change
-
         async with send:
             log_change(self.status.live(self.status.spec, trio.current_time()))
             await send.send(Upstream(self.status.spec))

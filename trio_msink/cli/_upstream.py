@@ -12,7 +12,6 @@ the probe's connection over so no byte of it is lost.
 
 from __future__ import annotations
 
-import logging
 import random
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
@@ -28,12 +27,12 @@ from ._sources import (
     SourceError,
     Upstream,
     describe_error,
+    log_change,
     parse_net_spec,
 )
 
-__all__ = ["Connection", "PullSource", "log_change", "open_connection"]
+__all__ = ["Connection", "PullSource", "UpstreamError", "open_connection"]
 
-logger = logging.getLogger("trio_msink.cli")
 
 # Seconds a connection attempt (TCP handshake, and for HTTP the response
 # head) may take when --source-timeout is 0 (off).
@@ -46,12 +45,6 @@ _MAX_REDIRECTS = 5
 # at once; one dropped sooner waits for the backoff schedule, so that an
 # origin that accepts and drops at once is not hammered.
 _STEADY = 1.0
-
-
-def log_change(line: str | None) -> None:
-    """Log one line per source state change (``None``: no change)."""
-    if line is not None:
-        logger.info("%s", line)
 
 
 class UpstreamError(Exception):
