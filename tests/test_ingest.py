@@ -247,3 +247,19 @@ async def test_clients_stay_through_publishers_and_decode_each_one() -> None:
             assert server.process.returncode is None
             nursery.cancel_scope.cancel()
     check_player(ffmpeg, player, gaps=1)
+
+
+async def test_http_ingest_speaks_icecast_source_method() -> None:
+    with trio.fail_after(20):
+        async with ingest("http://127.0.0.1:0/live") as (source, collector, url):
+            stream = await trio.open_tcp_stream("127.0.0.1", _port(url))
+            await stream.send_all(b"SOURCE /live HTTP/1.0\r\nAuthorization: Basic eDp5\r\n"
+                                  b"Content-Type: video/mp2t\r\n\r\n")
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += await stream.receive_some(4096)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+            await stream.send_all(b"icecast bytes")
+            await collector.wait_for(lambda items: b"icecast bytes" in items)
+            await stream.aclose()
+            await until(lambda: source.status.state is SourceState.WAITING)
