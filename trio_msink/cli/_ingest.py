@@ -28,7 +28,7 @@ import trio
 
 from ..fronts import peer_address
 from ._source_state import SourceState, SourceStatus
-from ._sources import _CHUNK, Item, NetSpec, Upstream, describe_error, listen_error, log_change
+from ._sources import READ_SIZE, Item, NetSpec, Upstream, describe_error, listen_error, log_change
 
 __all__ = ["IngestSource"]
 
@@ -127,7 +127,7 @@ class IngestSource:
                 return
 
             async def receive() -> bytes | None:
-                return bytes(await stream.receive_some(_CHUNK)) or None
+                return bytes(await stream.receive_some(READ_SIZE)) or None
 
             await self._relay(address, receive)
 
@@ -172,7 +172,7 @@ class IngestSource:
                 while True:
                     event = conn.next_event()
                     if event is h11.NEED_DATA:
-                        conn.receive_data(bytes(await stream.receive_some(_CHUNK)))
+                        conn.receive_data(bytes(await stream.receive_some(READ_SIZE)))
                     elif isinstance(event, h11.Data):
                         if event.data:
                             return bytes(event.data)
@@ -191,7 +191,7 @@ class IngestSource:
                         data = pending.pop()
                         if data:
                             return data
-                    return bytes(await stream.receive_some(_CHUNK)) or None
+                    return bytes(await stream.receive_some(READ_SIZE)) or None
 
             await self._relay(address, receive)
             if conn.their_state is h11.DONE and conn.our_state is h11.SEND_RESPONSE:
@@ -209,7 +209,7 @@ async def _next_request(conn: h11.Connection, stream: trio.SocketStream) -> h11.
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            conn.receive_data(bytes(await stream.receive_some(_CHUNK)))
+            conn.receive_data(bytes(await stream.receive_some(READ_SIZE)))
         elif isinstance(event, h11.Request):
             return event
         elif isinstance(event, h11.ConnectionClosed):
@@ -239,5 +239,5 @@ async def _drain(stream: trio.SocketStream) -> None:
         with contextlib.suppress(OSError, trio.BrokenResourceError):
             await stream.send_eof()
             left = 1 << 20
-            while left > 0 and (data := await stream.receive_some(_CHUNK)):
+            while left > 0 and (data := await stream.receive_some(READ_SIZE)):
                 left -= len(data)

@@ -35,6 +35,7 @@ from ._errors import CommandError
 from ._source_state import SourceStatus
 
 __all__ = [
+    "READ_SIZE",
     "Item",
     "NetSpec",
     "Source",
@@ -51,7 +52,8 @@ __all__ = [
 
 logger = logging.getLogger("trio_msink.cli")
 
-_CHUNK = 64 * 1024
+#: Bytes asked for per read from any source (a socket, a pipe, a file).
+READ_SIZE = 64 * 1024
 # Seconds an upstream may stay silent before it counts as lost. A live
 # stream sends several packets a second; 10 s covers a congested link and
 # the longest GOP a live encoder uses, like ffmpeg's rw_timeout advice and
@@ -189,13 +191,13 @@ async def _read_fd(fd: int) -> AsyncIterator[bytes]:
     os.set_blocking(fd, False)
     stream = trio.lowlevel.FdStream(os.dup(fd))
     async with stream:
-        while data := await stream.receive_some(_CHUNK):
+        while data := await stream.receive_some(READ_SIZE):
             yield data
 
 
 async def _read_file(path: str) -> AsyncIterator[bytes]:
     async with await trio.open_file(path, "rb") as f:
-        while data := await f.read(_CHUNK):
+        while data := await f.read(READ_SIZE):
             yield data
 
 

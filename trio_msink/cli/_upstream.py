@@ -21,7 +21,7 @@ import trio
 
 from ._source_state import Backoff, SourceStatus
 from ._sources import (
-    _CHUNK,
+    READ_SIZE,
     Item,
     NetSpec,
     SourceError,
@@ -65,11 +65,11 @@ class Connection:
         if self.first:
             return self.first.pop(0)
         if self.http is None:
-            return bytes(await self.stream.receive_some(_CHUNK))
+            return bytes(await self.stream.receive_some(READ_SIZE))
         while True:
             event = self.http.next_event()
             if event is h11.NEED_DATA:
-                self.http.receive_data(bytes(await self.stream.receive_some(_CHUNK)))
+                self.http.receive_data(bytes(await self.stream.receive_some(READ_SIZE)))
             elif isinstance(event, h11.Data):
                 if event.data:
                     return bytes(event.data)
@@ -98,7 +98,7 @@ async def open_connection(spec: NetSpec, redirects: int = _MAX_REDIRECTS) -> Con
         while True:
             event = http.next_event()
             if event is h11.NEED_DATA:
-                http.receive_data(bytes(await stream.receive_some(_CHUNK)))
+                http.receive_data(bytes(await stream.receive_some(READ_SIZE)))
             elif isinstance(event, h11.Response):
                 break
             elif isinstance(event, h11.ConnectionClosed):
