@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import trio
 
 from .. import Buffer, Sink
+from .._clock import PacingBase
 from ..fronts import ClientRegistry
 from ..fronts.browser import BrowserVideo
 from ._defaults import apply_properties
@@ -170,7 +171,8 @@ class WorkerPool:
         self.sync = sync
         self.workers: list[_Worker] = []
         self._next = 0
-        self._base: float | None = None
+        # the Sink's own pacing rule (docs/semantics.rst, "Sync pacing")
+        self._pacing = PacingBase()
         self._batch: list[bytes | memoryview] = []
         self._batched = 0
         self._pending_headers: bytes | None = None
@@ -232,12 +234,10 @@ class WorkerPool:
         headers, self._pending_headers = self._pending_headers, None
         if headers is not None:
             await self._relay([headers])
-        if self.sync and buffer.pts is not None:
-            if self._base is None:
-                self._base = trio.current_time() - buffer.pts
-            elif self._base + buffer.pts > trio.current_time():
-                await self.send_batch()
-                await trio.sleep_until(self._base + buffer.pts)
+        due = self._pacing.due(buffer.pts, trio.current_time()) if self.sync else None
+        if due is not None:
+            await self.send_batch()
+            await trio.sleep_until(due)
         await self._relay(encode_buffer(buffer))
 
     async def hand_off(self, front: str, listener: trio.SocketListener,
