@@ -60,8 +60,9 @@ class DirectWriter:
         self._history = history
         #: Whether each buffer written is to be reported (``on_dispatched``).
         self._dispatching = dispatching
-        # The parked clients (in parking order) and the event that wakes each.
-        self._parked: dict[Client, trio.Event] = {}
+        # The parked clients (in parking order) and the task of each (woken
+        # directly: an Event per parked client would be a set per viewer).
+        self._parked: dict[Client, trio.lowlevel.Task] = {}
         self._written_to = 0  # parked clients have been written up to here
         self._batch_started = trio.Event()
 
@@ -70,18 +71,22 @@ class DirectWriter:
         """Hand ``client`` (caught up, nothing in flight) to the direct writer
         until it needs its writer task again; returns then (or raises
         Cancelled, unparked, when the client's task is cancelled)."""
-        wakeup = self._parked[client] = trio.Event()
-        try:
-            await wakeup.wait()
-        finally:
-            self.unpark(client)
+        task = self._parked[client] = trio.lowlevel.current_task()
+        parked = self._parked
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            if parked.get(client) is task:
+                del parked[client]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
         client.became_busy()
 
     def unpark(self, client: Client) -> None:
         """Wake ``client``'s writer task; nothing if it is not parked."""
-        wakeup = self._parked.pop(client, None)
-        if wakeup is not None:
-            wakeup.set()
+        task = self._parked.pop(client, None)
+        if task is not None:
+            trio.lowlevel.reschedule(task)
 
     # -- batching ------------------------------------------------------------
     def queued(self) -> None:

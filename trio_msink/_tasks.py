@@ -4,6 +4,8 @@ and the reader that notices when the peer closes.
 :func:`run_client` runs both inside the client's cancel scope (``remove``
 cancels it) and turns what they raise into a removal: ``CLOSED`` for a
 broken or closed stream, ``ERROR`` for anything else; nothing escapes.
+A plain socket is read by the sink's :class:`~trio_msink._readers.ReadGroup`
+instead, so that a socket client costs one task, not three.
 
 Two writing strategies, chosen per stream:
 
@@ -44,14 +46,16 @@ logger = logging.getLogger("trio_msink")
 
 
 async def run_client(client: Client, fanout: Fanout, direct: DirectWriter,
-                     handle_read: bool) -> None:
-    """Serve ``client`` until it is removed: its writer, and with
-    ``handle_read`` its reader when the stream is readable."""
+                     read: bool) -> None:
+    """Serve ``client`` until it is removed: its writer, and with ``read``
+    its reader too (a readable stream that no read group reads)."""
     try:
         with client.scope:
+            if not read:
+                await _write(client, fanout, direct)
+                return
             async with trio.open_nursery() as nursery:
-                if handle_read and isinstance(client.stream, trio.abc.ReceiveStream):
-                    nursery.start_soon(_read, client, client.stream)
+                nursery.start_soon(_read, client, client.stream)
                 await _write(client, fanout, direct)
                 nursery.cancel_scope.cancel()
     finally:
@@ -77,8 +81,9 @@ async def _write(client: Client, fanout: Fanout, direct: DirectWriter) -> None:
         client.remove(ClientStatus.ERROR)
 
 
-async def _read(client: Client, stream: trio.abc.ReceiveStream) -> None:
+async def _read(client: Client, stream: trio.abc.SendStream) -> None:
     """Read until EOF (``CLOSED``); report the bytes with ``send_messages``."""
+    assert isinstance(stream, trio.abc.ReceiveStream)
     while True:
         try:
             data = await stream.receive_some()
