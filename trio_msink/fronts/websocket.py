@@ -27,10 +27,10 @@ close) go through the sink's writer, between two whole data frames.
 Other connections (TLS, :meth:`WebSocketFront.handle` under
 ``trio_websocket.serve_websocket``) use :class:`WebSocketStream`: one
 ``send_all`` per buffer, each sent by trio-websocket as one message (a
-multi-segment :class:`~trio_msink.Buffer` is joined first). Either way every
-buffer is exactly one message, and a client's messages are whole buffers in
-order, and a client that does not read falls behind and meets the sink's
-limits and ``timeout`` as any other client.
+multi-segment :class:`~trio_msink.Buffer` is joined first). Either way a
+client's messages are whole buffers in order, one message each, and a client
+that does not read falls behind and meets the sink's limits and ``timeout``
+as any other client.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class WebSocketFramedStream(FramedSocketStream, trio.abc.ReceiveStream):
     the handshake is done) reads the client's frames and sends its control
     frames between two whole messages.
 
-    ``receive_some`` and :meth:`close` are :class:`WebSocketStream`'s.
+    ``receive_some`` and :meth:`close` behave as :class:`WebSocketStream`'s.
     """
 
     def __init__(self, socket_stream: trio.SocketStream,
@@ -181,6 +181,8 @@ class WebSocketFramedStream(FramedSocketStream, trio.abc.ReceiveStream):
         """The next bytes of the peer's messages; ``b""`` at end of stream."""
         if max_bytes is not None and max_bytes < 1:
             raise ValueError("max_bytes must be >= 1")
+        if self._closed:
+            raise trio.ClosedResourceError("this stream was closed")
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this stream")
         if self.connection is None:
