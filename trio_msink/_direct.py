@@ -19,6 +19,11 @@ When the batch is written:
 
 So a producer that sends a burst costs one system call per client, not one
 per buffer per client.
+
+A :class:`~trio_msink._framed.FramedSocketStream` client (a WebSocket
+viewer) is written the same way: its segments are the buffers' behind their
+framing's headers, made once per batch and shared by the clients of that
+framing at the same position.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from collections.abc import Callable
 import trio
 
 from ._client import Client
+from ._framed import FramedSocketStream, Framing, original
 from ._history import History
 
 __all__ = ["IOV_MAX", "MAX_BYTES_PER_WRITE", "DirectWriter"]
@@ -115,9 +121,11 @@ class DirectWriter:
         history = self._history
         end = self._written_to = history.end
         dispatching = self._dispatching()
-        shared: dict[int, tuple[list[memoryview], int, bool]] = {}
+        shared: dict[tuple[int, Framing | None], tuple[list[memoryview], int, bool]] = {}
         for client in list(self._parked):
             cursor = client.cursor
+            stream = client.stream
+            framing = stream.framing if isinstance(stream, FramedSocketStream) else None
             if not history.writable_directly(cursor):
                 if history.has_waiting(cursor):
                     self.unpark(client)
@@ -125,10 +133,14 @@ class DirectWriter:
             start, _ = history.waiting(cursor)
             if start >= end:
                 continue
-            found = shared.get(start)
+            found = shared.get((start, framing))
             if found is None:
-                found = shared[start] = history.segments(start, end, IOV_MAX,
-                                                         MAX_BYTES_PER_WRITE)
+                if framing is None:
+                    found = history.segments(start, end, IOV_MAX, MAX_BYTES_PER_WRITE)
+                else:
+                    found = framing.segments(history.buffers(start, end), IOV_MAX,
+                                             MAX_BYTES_PER_WRITE)
+                shared[(start, framing)] = found
             segments, total, complete = found
             if not complete:
                 self.unpark(client)
@@ -149,10 +161,13 @@ class DirectWriter:
                 else:
                     history.advance(cursor, end)
                 continue
-            booking = client.inflight.book((), history.buffers(start, end), written)
+            items = history.buffers(start, end)
+            if framing is not None:
+                items = [framing.framed(item) for item in items]
+            booking = client.inflight.book((), items, written)
             history.take(cursor, booking.taken)
             for item in booking.completed:
-                client.dispatched(item)
+                client.dispatched(original(item))
             client.writing = bool(client.inflight)
             self.unpark(client)
 
