@@ -70,9 +70,9 @@ async def test_viewers_by_front_bytes_and_removals_by_status() -> None:
             assert value(samples, "trio_msink_clients", front="tcp") == 2
             assert value(samples, "trio_msink_clients", front="http") == 1
             assert value(samples, "trio_msink_clients_added_total", front="tcp") == 2
-            assert value(samples, "trio_msink_input_bytes_total") == 100
-            assert value(samples, "trio_msink_output_bytes_total") == 300
-            assert value(samples, "trio_msink_buffers_queued") == 1
+            assert value(samples, "trio_msink_input_bytes_total", sink="stream") == 100
+            assert value(samples, "trio_msink_output_bytes_total", sink="stream") == 300
+            assert value(samples, "trio_msink_buffers_queued", sink="stream") == 1
 
             sink.remove(a)
             sink.add(c)  # a duplicate add: counted, and c is still served
@@ -199,7 +199,7 @@ async def test_http_front_serves_metrics_only_when_given() -> None:
             assert head.startswith(b"HTTP/1.1 200 ")
             assert b"content-type: text/plain; version=0.0.4" in head.lower()
             _, samples = parse(body.decode())
-            assert value(samples, "trio_msink_output_bytes_total") == 0
+            assert value(samples, "trio_msink_output_bytes_total", sink="stream") == 0
             head, body = await _get(ports[0], "/metrics", "application/openmetrics-text")
             assert b"content-type: application/openmetrics-text" in head.lower()
             assert body.endswith(b"# EOF\n")
@@ -237,13 +237,15 @@ async def test_a_real_scrape_sees_the_counters_move() -> None:
                 with_ws = await get_metrics(http)
             assert value(with_ws, "trio_msink_clients", front="websocket") == 1
             assert value(with_ws, "trio_msink_clients_added_total", front="websocket") == 1
+            # the browser viewers' video is a second Sink (--ws), with its own bytes
+            assert ("trio_msink_output_bytes_total", (("sink", "video"),)) in with_ws
             during = await get_metrics(http)
             assert value(during, "trio_msink_clients", front="tcp") == 2
             assert value(during, "trio_msink_clients_added_total", front="tcp") == 2
-            assert (value(during, "trio_msink_output_bytes_total")
-                    >= value(before, "trio_msink_output_bytes_total") + 40_000)
-            assert (value(during, "trio_msink_input_bytes_total")
-                    > value(before, "trio_msink_input_bytes_total"))
+            assert (value(during, "trio_msink_output_bytes_total", sink="stream")
+                    >= value(before, "trio_msink_output_bytes_total", sink="stream") + 40_000)
+            assert (value(during, "trio_msink_input_bytes_total", sink="stream")
+                    > value(before, "trio_msink_input_bytes_total", sink="stream"))
             assert value(during, "trio_msink_source_state", state="live") == 1
             assert value(during, "trio_msink_client_lag_buffers_bucket", le="+Inf") == 2
             assert value(during, "process_cpu_seconds_total") > 0
@@ -284,3 +286,30 @@ async def test_every_metric_is_in_the_docs_table() -> None:
     rendered = {name for name in types
                 if name.startswith("trio_msink_") and not name.endswith(("_gcount", "_gsum"))}
     assert rendered == documented
+
+
+async def test_a_second_sink_is_counted_under_its_name() -> None:
+    registry = ClientRegistry()
+    metrics = SinkMetrics(registry=registry, process_metrics=False)
+    with trio.fail_after(10):
+        async with Sink(**metrics.callbacks()) as main, \
+                Sink(**metrics.callbacks("video")) as video:
+            metrics.sink = main
+            metrics.add_sink("video", video)
+            with pytest.raises(ValueError, match="name"):
+                metrics.add_sink("video", main)
+            viewer = RecordingStream()
+            registry.register(viewer, "video")
+            video.add(viewer)
+            await video.send(Buffer(b"v" * 50))
+            await settle()
+            _, samples = scrape(metrics)
+            assert value(samples, "trio_msink_clients", front="video") == 1
+            assert value(samples, "trio_msink_output_bytes_total", sink="video") == 50
+            assert value(samples, "trio_msink_output_bytes_total", sink="stream") == 0
+            video.remove(viewer)
+            await settle()
+            _, samples = scrape(metrics)
+            assert value(samples, "trio_msink_clients", front="video") == 0
+            assert value(samples, "trio_msink_clients_removed_total",
+                         front="video", status="REMOVED") == 1

@@ -4,20 +4,24 @@ attaches to its Sink: the fronts' connection handlers and the log callbacks."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .. import ClientStatus, Sink
 from ..fronts import ClientRegistry, HttpFront, WebSocketFront
+from ..fronts.browser import BrowserVideo
 from ._source_state import SourceState
 
 if TYPE_CHECKING:
     from ..fronts.metrics import SinkMetrics
 
-__all__ = ["Handler", "front_handlers", "front_url", "logging_callbacks", "open_metrics"]
+__all__ = ["VIDEO_PATH", "Handler", "front_handlers", "front_url", "logging_callbacks",
+           "open_metrics"]
 
+# The WebSocket path of the browser viewers' video (the raw stream stays on /).
+VIDEO_PATH = "/video"
 # The names the fronts register their clients under (the `front` label of
 # /metrics, the `front` column of /stats).
 FRONTS = ("tcp", "http", "websocket")
@@ -38,10 +42,13 @@ def front_url(front: str, sockname: Any) -> str:
 def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
                    header_timeout: float,
                    source_status: Callable[[], dict[str, Any] | None] | None = None,
-                   metrics: SinkMetrics | None = None,
-                   ) -> dict[str, Handler]:
+                   *, video: BrowserVideo | None = None,
+                   fronts: Mapping[str, str] | None = None,
+                   metrics: SinkMetrics | None = None) -> dict[str, Handler]:
     """The ``trio.serve_tcp`` handler of each front, all feeding ``sink``;
-    ``source_status`` gives the ``"source"`` object of ``/stats``;
+    ``source_status`` gives the ``"source"`` object of ``/stats``. With
+    ``video``, the WebSocket front serves its browser viewers on
+    ``/video``; ``fronts`` (name → URL) tells the page where everything is;
     ``metrics`` is served at ``/metrics``."""
 
     async def tcp(stream: trio.SocketStream) -> None:
@@ -50,8 +57,11 @@ def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
 
     http = HttpFront(sink, content_type=content_type, registry=registry,
                      header_timeout=header_timeout, source_status=source_status,
-                     metrics=metrics)
-    ws = WebSocketFront(sink, registry=registry)
+                     video=video, fronts=fronts, metrics=metrics)
+    routes = {}
+    if video is not None:
+        routes[VIDEO_PATH] = WebSocketFront(video.sink, registry=registry, name="video")
+    ws = WebSocketFront(sink, registry=registry, routes=routes)
     return {"tcp": tcp, "http": http.serve, "ws": ws.serve_stream}
 
 

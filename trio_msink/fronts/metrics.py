@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -46,7 +47,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from .. import ClientStatus, Sink
 from . import ClientRegistry
 
-__all__ = ["LAG_BUFFERS_BUCKETS", "LAG_BYTES_BUCKETS", "PREFIX", "SinkMetrics"]
+__all__ = ["LAG_BUFFERS_BUCKETS", "LAG_BYTES_BUCKETS", "MAIN_SINK", "PREFIX", "SinkMetrics"]
 
 #: Every metric name starts with this.
 PREFIX = "trio_msink"
@@ -61,17 +62,21 @@ LAG_BUFFERS_BUCKETS: tuple[float, ...] = (0, 1, 2, 5, 10, 25, 50, 100, 250, 500,
 LAG_BYTES_BUCKETS: tuple[float, ...] = (0, *(1024 * 4**i for i in range(9)))
 # Front label of a client that no front registered (added with sink.add).
 _UNREGISTERED = "other"
+#: The ``sink`` label of the Sink given as ``sink``.
+MAIN_SINK = "stream"
 
 
 @dataclass(slots=True)
 class _Client:
     front: str
+    #: The name of the Sink that serves it.
+    sink: str
     #: ``buffers_dropped`` at the last look (scrape or removal).
     dropped_seen: int = 0
 
 
 class SinkMetrics(Collector):
-    """The metrics of one sink, rendered in the Prometheus text format.
+    """The metrics of a sink (or several), rendered in the Prometheus text format.
 
     ``registry`` names the front of each client; ``source_status``, if
     given, returns the source's status as :func:`stats_document` shows it
@@ -79,7 +84,10 @@ class SinkMetrics(Collector):
     ``None``: no source), and ``source_states`` lists every state word so
     that each has its 0/1 sample. ``sink`` may be given later (assign
     :attr:`sink` once the Sink exists: the Sink needs :meth:`callbacks` at
-    construction). ``fronts`` are front names whose clients' samples are
+    construction). More Sinks whose clients are counted too (the browser
+    viewers' video of ``trio-msink serve``) are added with :meth:`add_sink`;
+    the Sink-wide metrics have a ``sink`` label (:data:`MAIN_SINK` for
+    ``sink``). ``fronts`` are front names whose clients' samples are
     shown (at 0) before their first client; ``process_metrics`` adds the
     process's own.
 
@@ -97,7 +105,7 @@ class SinkMetrics(Collector):
         fronts: Sequence[str] = (),
         process_metrics: bool = True,
     ) -> None:
-        self.sink = sink
+        self._sinks: dict[str, Sink | None] = {MAIN_SINK: sink}
         self.registry = registry if registry is not None else ClientRegistry()
         self.source_status = source_status
         self.source_states = tuple(source_states)
@@ -116,9 +124,28 @@ class SinkMetrics(Collector):
             PlatformCollector(registry=self.prometheus_registry)
             GCCollector(registry=self.prometheus_registry)
 
+    @property
+    def sink(self) -> Sink | None:
+        """The Sink whose clients the default callbacks count (``sink`` label
+        :data:`MAIN_SINK`)."""
+        return self._sinks[MAIN_SINK]
+
+    @sink.setter
+    def sink(self, sink: Sink | None) -> None:
+        self._sinks[MAIN_SINK] = sink
+
+    def add_sink(self, name: str, sink: Sink) -> None:
+        """Count the clients of another ``sink`` too (give it
+        ``callbacks(name)``); its Sink-wide metrics have ``sink="name"``.
+        Raises :exc:`ValueError` for a name already in use."""
+        if name in self._sinks and self._sinks[name] is not sink:
+            raise ValueError(f"name: a sink is already called {name!r}")
+        self._sinks[name] = sink
+
     # -- Sink callbacks --------------------------------------------------------
-    def callbacks(self) -> dict[str, Callable[..., None]]:
-        """``on_client_added`` and ``on_client_removed`` for the Sink::
+    def callbacks(self, sink: str = MAIN_SINK) -> dict[str, Callable[..., None]]:
+        """``on_client_added`` and ``on_client_removed`` for the Sink named
+        ``sink`` (by default :attr:`sink`)::
 
             metrics = SinkMetrics(registry=registry)
             async with Sink(**metrics.callbacks()) as sink:
@@ -127,16 +154,18 @@ class SinkMetrics(Collector):
         A program with callbacks of its own calls :meth:`client_added` and
         :meth:`client_removed` from them instead.
         """
-        return {"on_client_added": self.client_added,
-                "on_client_removed": self.client_removed}
+        return {"on_client_added": partial(self.client_added, sink=sink),
+                "on_client_removed": partial(self.client_removed, sink=sink)}
 
-    def client_added(self, stream: trio.abc.SendStream) -> None:
-        """Count a new client (call it from ``on_client_added``)."""
+    def client_added(self, stream: trio.abc.SendStream, *, sink: str = MAIN_SINK) -> None:
+        """Count a new client of the Sink named ``sink`` (call it from
+        ``on_client_added``)."""
         front = self._front(stream)
-        self._clients[stream] = _Client(front)
+        self._clients[stream] = _Client(front, sink)
         self._added[front] = self._added.get(front, 0) + 1
 
-    def client_removed(self, stream: trio.abc.SendStream, status: ClientStatus) -> None:
+    def client_removed(self, stream: trio.abc.SendStream, status: ClientStatus, *,
+                       sink: str = MAIN_SINK) -> None:
         """Count a removal by status (call it from ``on_client_removed``)."""
         if status is ClientStatus.DUPLICATE:
             # a refused second add: the first registration is still served
@@ -145,7 +174,8 @@ class SinkMetrics(Collector):
         else:
             client = self._clients.pop(stream, None)
             front = client.front if client is not None else self._front(stream)
-            stats = self.sink.get_stats(stream) if self.sink is not None else None
+            served_by = self._sinks.get(sink)
+            stats = served_by.get_stats(stream) if served_by is not None else None
             if client is not None and stats is not None:
                 self._observe_dropped(client, stats.buffers_dropped)
         key = (front, status)
@@ -173,19 +203,18 @@ class SinkMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         """The sink's, the clients' and the source's metric families, read
         now (what the private registry's collector yields)."""
-        sink = self.sink
         viewers = dict.fromkeys(self._added, 0)
         lag_buffers: list[int] = []
         lag_bytes: list[int] = []
-        if sink is not None:
-            for stream, client in self._clients.items():
-                stats = sink.get_stats(stream)
-                if stats is None:
-                    continue
-                viewers[client.front] = viewers.get(client.front, 0) + 1
-                lag_buffers.append(stats.lag_buffers)
-                lag_bytes.append(stats.lag_bytes)
-                self._observe_dropped(client, stats.buffers_dropped)
+        for stream, client in self._clients.items():
+            sink = self._sinks.get(client.sink)
+            stats = sink.get_stats(stream) if sink is not None else None
+            if stats is None:
+                continue
+            viewers[client.front] = viewers.get(client.front, 0) + 1
+            lag_buffers.append(stats.lag_buffers)
+            lag_bytes.append(stats.lag_bytes)
+            self._observe_dropped(client, stats.buffers_dropped)
 
         clients = GaugeMetricFamily(f"{PREFIX}_clients", "Clients served now, by front.",
                                     labels=["front"])
@@ -207,17 +236,21 @@ class SinkMetrics(Collector):
             removed.add_metric([front, status.name], count)
         yield removed
 
-        if sink is not None:
-            statistics = sink.statistics()
-            yield CounterMetricFamily(
-                f"{PREFIX}_input", "Bytes of data buffers given to the sink (headers"
-                " excluded).", value=statistics.bytes_to_serve, unit="bytes")
-            yield CounterMetricFamily(
-                f"{PREFIX}_output", "Bytes written to all clients together (headers"
-                " included).", value=statistics.bytes_served, unit="bytes")
-            yield GaugeMetricFamily(f"{PREFIX}_buffers_queued",
-                                    "Buffers in the shared history.",
-                                    value=statistics.buffers_queued)
+        sinks = {name: sink.statistics() for name, sink in self._sinks.items()
+                 if sink is not None}
+        input_ = CounterMetricFamily(
+            f"{PREFIX}_input", "Bytes of data buffers given to each Sink (headers excluded).",
+            labels=["sink"], unit="bytes")
+        output = CounterMetricFamily(
+            f"{PREFIX}_output", "Bytes written to all the clients of each Sink together"
+            " (headers included).", labels=["sink"], unit="bytes")
+        queued = GaugeMetricFamily(f"{PREFIX}_buffers_queued",
+                                   "Buffers in each Sink's shared history.", labels=["sink"])
+        for name, statistics in sinks.items():
+            input_.add_metric([name], statistics.bytes_to_serve)
+            output.add_metric([name], statistics.bytes_served)
+            queued.add_metric([name], statistics.buffers_queued)
+        yield from (input_, output, queued)
         yield CounterMetricFamily(
             f"{PREFIX}_buffers_dropped", "Buffers skipped by soft-limit recovery, all clients"
             " together.", value=self._dropped)
