@@ -214,8 +214,8 @@ async def wait_status(socket_path: str, server: str, wanted: str) -> None:
         await trio.sleep(0.05)
 
 
-async def tcp_clients(host: str) -> int:
-    """The edge's viewers now, from its /metrics (``trio_msink_clients``)."""
+async def edge_metrics(host: str) -> dict[tuple[str, str], float]:
+    """The edge's /metrics: {(name, the value of its one label or ""): value}."""
     from prometheus_client.parser import text_string_to_metric_families
 
     async with await trio.open_tcp_stream(host, HTTP_PORT) as stream:
@@ -224,11 +224,14 @@ async def tcp_clients(host: str) -> int:
         while chunk := await stream.receive_some():
             data += chunk
     body = bytes(data).partition(b"\r\n\r\n")[2].decode()
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            if sample.name == "trio_msink_clients" and sample.labels == {"front": "tcp"}:
-                return int(sample.value)
-    raise AssertionError(f"no trio_msink_clients on {host}: {body[:200]}")
+    return {(sample.name, next(iter(sample.labels.values()), "")): sample.value
+            for family in text_string_to_metric_families(body) for sample in family.samples
+            if len(sample.labels) <= 1}
+
+
+async def tcp_clients(host: str) -> int:
+    """The edge's viewers now, from its /metrics (``trio_msink_clients``)."""
+    return int((await edge_metrics(host))[("trio_msink_clients", "tcp")])
 
 
 @asynccontextmanager
@@ -354,6 +357,7 @@ async def test_haproxy_in_front_of_three_edges_survives_an_edge_and_the_origin(
                     assert any(decode(ffmpeg, data)[0] >= 1 for data in after if data), (
                         viewer.describe())
                 sessions = [len(v.sessions) for v in viewers]
+                shares = [await tcp_clients(host) for host in EDGES[1:]]
 
                 # 3. the origin is away for 5 s, then back on its address
                 await kill(origin)
@@ -364,9 +368,14 @@ async def test_haproxy_in_front_of_three_edges_survives_an_edge_and_the_origin(
                     for viewer in viewers:
                         await viewer.next_data_after(back)
                     await each_receives(viewers, 50_000)
-                # every edge kept its viewers through the outage
+                # every edge kept its viewers through the outage, and says so
                 assert [len(v.sessions) for v in viewers] == sessions
                 assert all(v.sessions[-1].ended is None for v in viewers)
+                for host, share in zip(EDGES[1:], shares, strict=True):
+                    numbers = await edge_metrics(host)
+                    assert numbers[("trio_msink_clients", "tcp")] == share
+                    assert numbers[("trio_msink_source_reconnects_total", "")] >= 1
+                    assert numbers[("trio_msink_source_state", "live")] == 1
                 for edge in edges[1:]:
                     assert edge.process.returncode is None
                     assert b"Traceback" not in edge.stderr
