@@ -31,6 +31,7 @@ import html
 import json
 import logging
 import string
+from contextlib import AbstractContextManager, nullcontext
 from http import HTTPStatus
 from typing import Any
 
@@ -39,6 +40,7 @@ import trio
 
 from .. import ClientStatus, Sink
 from . import ClientRegistry, peer_address
+from ._access import Front, Gate, Refusal, Role, host_of
 
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT",
@@ -105,6 +107,9 @@ class HttpFront:
     ``content_type`` is sent with ``/stream``; ``stream_path``,
     ``stats_path`` and ``page_path`` name the three resources. Timeouts are
     seconds; ``max_header_size`` is bytes (oversized heads get 431).
+    ``gate`` (a ``Gate`` of ``trio_msink.fronts._access``, default none)
+    decides who may make which request (tokens, the viewers' limits; see
+    docs/security.md): a refused request gets its 401, 403 or 503.
     Raises :exc:`ValueError` for a negative timeout or a non-positive size.
     """
 
@@ -121,6 +126,7 @@ class HttpFront:
         stream_path: str = "/stream",
         stats_path: str = "/stats",
         page_path: str = "/",
+        gate: Gate | None = None,
     ) -> None:
         if header_timeout < 0 or response_timeout < 0:
             raise ValueError("timeouts must be >= 0 seconds")
@@ -136,6 +142,7 @@ class HttpFront:
         self.stream_path = stream_path
         self.stats_path = stats_path
         self.page_path = page_path
+        self.gate = gate
         # Validate once so a bad content type fails here, not per request.
         _stream_head(self._stream_headers())
 
@@ -183,6 +190,25 @@ class HttpFront:
             await self._send_error(conn, stream, 405, "only GET and HEAD are allowed",
                                    [("Allow", "GET, HEAD")])
             return None
+        with self._enter(stream, path, request) as refusal:
+            if refusal is not None:
+                await self._send_error(conn, stream, refusal.status, refusal.message,
+                                       list(refusal.headers), head=head)
+                return None
+            return await self._respond(conn, stream, path, head)
+
+    def _enter(self, stream: trio.abc.Stream, path: str,
+               request: h11.Request) -> AbstractContextManager[Refusal | None]:
+        """The gate's verdict on a request (docs/security.md): the operator's
+        paths need the operator's token, the stream counts as a viewer."""
+        if self.gate is None:
+            return nullcontext(None)
+        role = Role.OPERATOR if path in {self.stats_path, self.page_path} else Role.VIEWER
+        return self.gate.enter(Front.HTTP, role, host_of(peer_address(stream)),
+                               request.target, request.headers)
+
+    async def _respond(self, conn: h11.Connection, stream: trio.abc.Stream, path: str,
+                       head: bool) -> ClientStatus | None:
         if path == self.stream_path:
             return await self._serve_stream(stream, head)
         if path == self.stats_path:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from contextlib import AbstractContextManager
 
 import trio
 from trio_websocket import (
@@ -41,6 +42,7 @@ from trio_websocket import (
 
 from .. import ClientStatus, Sink
 from . import ClientRegistry, format_address
+from ._access import Front, Gate, Refusal, Role, host_of
 from ._stream import AdapterSendStream
 
 __all__ = [
@@ -130,11 +132,29 @@ class WebSocketStream(WebSocketSendStream, trio.abc.Stream):
         return data
 
 
-def _remote_address(connection: WebSocketConnection) -> str | None:
+def _remote_address(connection: WebSocketConnection | WebSocketRequest) -> str | None:
     remote = connection.remote
     if isinstance(remote, Endpoint):
         return format_address((str(remote.address), remote.port))
     return format_address(remote)
+
+
+async def _refuse(request: WebSocketRequest, refusal: Refusal) -> None:
+    """Turn a client away: refused for who it is (401, 403), the handshake
+    is rejected with that status; refused for lack of room, the handshake
+    completes and the connection is closed with ``refusal.close_code``
+    (1013, "try again later"), which a WebSocket client can see, whereas
+    browsers hide a rejected handshake's status from scripts."""
+    with contextlib.suppress(ConnectionClosed):
+        if refusal.close_code is None:
+            await request.reject(refusal.status,
+                                 extra_headers=[(name.encode(), value.encode())
+                                                for name, value in refusal.headers],
+                                 body=f"{refusal.status} {refusal.message}\n".encode())
+            return
+        connection = await request.accept()
+        with trio.move_on_after(DEFAULT_CLOSE_TIMEOUT):
+            await connection.aclose(refusal.close_code, refusal.message)
 
 
 class WebSocketFront:
@@ -149,6 +169,10 @@ class WebSocketFront:
     rejected with 404. ``close_timeout`` bounds, in seconds, the closing
     handshake after a client was removed. ``max_message_size`` (bytes)
     bounds what a client may send, for :meth:`serve_stream` connections.
+    ``gate`` (a ``Gate`` of ``trio_msink.fronts._access``, default none)
+    decides who may connect (origin, token, the viewers' limits; see
+    docs/security.md): a refused handshake gets 401 or 403, a client over
+    the limits is closed with code 1013.
     """
 
     def __init__(
@@ -161,6 +185,7 @@ class WebSocketFront:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_message_size: int = 64 * 1024,
+        gate: Gate | None = None,
     ) -> None:
         if close_timeout < 0 or handshake_timeout < 0:
             raise ValueError("timeouts must be >= 0 seconds")
@@ -173,6 +198,7 @@ class WebSocketFront:
         self.close_timeout = float(close_timeout)
         self.handshake_timeout = float(handshake_timeout)
         self.max_message_size = max_message_size
+        self.gate = gate
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
         """Handler for ``trio.serve_tcp``: the opening handshake on a raw
@@ -206,14 +232,29 @@ class WebSocketFront:
             with contextlib.suppress(ConnectionClosed):
                 await request.reject(404, body=b"no stream here\n")
             return
-        try:
-            connection = await request.accept()
-        except ConnectionClosed:
-            return
-        try:
-            await self.serve_connection(connection)
-        except trio.ClosedResourceError:
-            logger.debug("the sink is closed: WebSocket client %s refused", connection)
+        with self._enter(request) as refusal:
+            if refusal is not None:
+                await _refuse(request, refusal)
+                return
+            try:
+                connection = await request.accept()
+            except ConnectionClosed:
+                return
+            try:
+                await self.serve_connection(connection)
+            except trio.ClosedResourceError:
+                logger.debug("the sink is closed: WebSocket client %s refused", connection)
+
+    def _enter(self, request: WebSocketRequest) -> AbstractContextManager[Refusal | None]:
+        """The gate's verdict on a handshake (docs/security.md): origin,
+        token, and a place among the viewers."""
+        if self.gate is None:
+            return contextlib.nullcontext(None)
+        local = request.local
+        port = local.port if isinstance(local, Endpoint) else None
+        return self.gate.enter(Front.WEBSOCKET, Role.VIEWER,
+                               host_of(_remote_address(request)), request.path,
+                               request.headers, ws_port=port)
 
     async def serve_connection(self, connection: WebSocketConnection) -> ClientStatus:
         """Serve an open ``connection`` until its client is removed; returns
