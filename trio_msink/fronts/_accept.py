@@ -47,6 +47,8 @@ MAX_BACKOFF = 1.0
 LOG_INTERVAL = 10.0
 
 Handler = Callable[[Any], Awaitable[object]]
+#: What the loop accepts on: ``trio.SocketListener`` (or a listener of socket streams).
+Listener = trio.abc.Listener[trio.SocketStream]
 
 
 class AcceptLoop:
@@ -70,9 +72,9 @@ class AcceptLoop:
         #: Connections closed at once: outside --allow, over the limits.
         self.refused = 0
 
-    async def serve(self, handler: Handler, listeners: Sequence[trio.SocketListener], *,
+    async def serve(self, handler: Handler, listeners: Sequence[Listener], *,
                     handler_nursery: trio.Nursery | None = None,
-                    task_status: trio.TaskStatus[Sequence[trio.SocketListener]]
+                    task_status: trio.TaskStatus[Sequence[Listener]]
                     = trio.TASK_STATUS_IGNORED) -> None:
         """Accept on every listener until cancelled, running
         ``handler(stream)`` for each admitted connection in
@@ -87,7 +89,7 @@ class AcceptLoop:
                 nursery.start_soon(self._accept_forever, listener, handler, handler_nursery)
             task_status.started(listeners)
 
-    async def _accept_forever(self, listener: trio.SocketListener, handler: Handler,
+    async def _accept_forever(self, listener: Listener, handler: Handler,
                               nursery: trio.Nursery) -> None:
         backoff = 0.0
         async with listener:
@@ -111,13 +113,14 @@ class AcceptLoop:
                         self._logged_at = -float("inf")
                 nursery.start_soon(self._run, stream, handler)
 
-    def _log_failure(self, exc: OSError, listener: trio.SocketListener) -> None:
+    def _log_failure(self, exc: OSError, listener: Listener) -> None:
         now = trio.current_time()
         if now - self._logged_at < LOG_INTERVAL:
             return
         self._logged_at = now
         code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-        where = format_address(listener.socket.getsockname())
+        sock = getattr(listener, "socket", None)
+        where = format_address(sock.getsockname()) if sock is not None else "a listener"
         logger.warning("cannot accept on %s: %s (%s); new connections wait until "
                        "descriptors are free (raise the fd limit or lower --max-clients)",
                        where, os.strerror(exc.errno or 0).lower(), code)
