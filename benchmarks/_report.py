@@ -60,7 +60,8 @@ RATIO_ATTRS = ("rate", "mb_s", "mb_per_cpu_s", "p50_ms", "p99_ms", "ttfb_p50_ms"
                "rss_mib", "kib_per_client")
 
 
-def _cell(value: Any, fmt: str) -> str:
+def format_cell(value: Any, fmt: str) -> str:
+    """One cell of the table: ``value`` in ``fmt`` (a format spec, "rate" or "x")."""
     if value is None:
         return "-"
     if fmt == "rate":
@@ -87,7 +88,7 @@ def ratio_rows(results: list[Result]) -> list[dict[str, str]]:
             for header, attr, _ in COLUMNS[4:]:
                 a, b = getattr(r, attr), getattr(gst, attr)
                 ok = attr in RATIO_ATTRS and a is not None and b
-                row[header] = _cell(a / b, "x") if ok else ""
+                row[header] = format_cell(a / b, "x") if ok else ""
             if scenario != "paced-sweep":
                 row["src MB/s"] = ""
             rows.append(row)
@@ -97,7 +98,7 @@ def ratio_rows(results: list[Result]) -> list[dict[str, str]]:
 def format_table(results: list[Result]) -> str:
     rows: list[dict[str, str]] = []
     for r in results:
-        row = {h: _cell(getattr(r, a), f) for h, a, f in COLUMNS}
+        row = {h: format_cell(getattr(r, a), f) for h, a, f in COLUMNS}
         if r.error and r.mb_s is None:
             row["MB/s"] = "ERROR"
         rows.append(row)

@@ -28,6 +28,8 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 @dataclass
 class Options:
+    """What every run of one invocation shares (from the flags)."""
+
     duration: float
     warmup: float
     buffers_max: int | None
@@ -186,12 +188,14 @@ def _sleep_until(t_ns: int) -> None:
 
 
 def progress(msg: str) -> None:
+    """A progress line on stderr (the table goes to stdout)."""
     print(msg, file=sys.stderr, flush=True)
 
 
 
 def run_case(servers: Sequence[ServerSpec], case: Case, opts: Options,
              repeat: int) -> list[Result]:
+    """Every server on one case, ``repeat`` times in alternating order; medians."""
     scen = SCENARIOS[case.scenario]
     per_server: dict[str, list[Result]] = {s.label: [] for s in servers}
     for rep in range(repeat):

@@ -37,7 +37,11 @@ COMMANDS: dict[str, list[str]] = {
         "--chunk-size", "{size}", "--tcp", f"{HOST}:0", "--no-sync",
         "--buffers-max", "{buffers_max}", "--buffers-soft-max", "{buffers_soft_max}",
         "--recover-policy", "{recover_policy}", "--sync-method", "{sync_method}",
-        "--linger", "0", "{workers_flag}",
+        # The command's own defaults for a public server (a byte limit, a write
+        # timeout) would be limits tcpserversink does not get: pin the
+        # library's, which are GStreamer's.
+        "--unit-format", "buffers", "--units-max", "-1", "--units-soft-max", "-1",
+        "--timeout", "0", "--linger", "0", "{workers_flag}",
     ],
     "library": [
         sys.executable, str(BENCH_DIR / "_trio_server.py"), "--chunk-size", "{size}",
@@ -154,13 +158,22 @@ class Server:
         return cls(cmd, stdin_fd=stdin_fd, log=log, port=port, timeout=timeout)
 
     def _read_url(self, timeout: float, log: IO[bytes]) -> int:
+        """The port of the first ``tcp://HOST:PORT`` line on stdout; lines
+        before it (a version of the command that says more) go to the log."""
         out = self.proc.stdout
         assert out is not None
         deadline = time.monotonic() + timeout
         buf = b""
         with selectors.DefaultSelector() as sel:
             sel.register(out, selectors.EVENT_READ)
-            while b"\n" not in buf:
+            while True:
+                line, nl, rest = buf.partition(b"\n")
+                if nl and line.startswith(b"tcp://"):
+                    break
+                if nl:
+                    log.write(line + nl)
+                    buf = rest
+                    continue
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ServerError(f"no tcp:// line within {timeout:.0f} s")
@@ -172,10 +185,7 @@ class Server:
                 if not chunk:
                     raise ServerError(f"exited with status {self.proc.wait()}")
                 buf += chunk
-        line, rest = buf.split(b"\n", 1)
         text = line.decode(errors="replace").strip()
-        if not text.startswith("tcp://"):
-            raise ServerError(f"unexpected first line {text!r}")
         host, _, port = text[len("tcp://"):].rpartition(":")
         if host.strip("[]") != HOST:
             raise ServerError(f"server listens on {host}, not {HOST}")

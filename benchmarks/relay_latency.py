@@ -40,6 +40,7 @@ from typing import Any
 from _common import MIN_BUFFER_SIZE, hist_percentile, merge_hist
 from _procs import LineReader, stop_process
 from _report import cpu_model
+from _run import progress
 from _servers import BENCH_DIR, HOST, Server, ServerError
 
 PY = sys.executable
@@ -87,10 +88,12 @@ class HopResult:
 
     @property
     def samples(self) -> int:
+        """Latency samples pooled (weighted: a sample may stand for several buffers)."""
         return sum(self.hist.values())
 
     @property
     def loss_pct(self) -> float | None:
+        """Buffers missed / (received + missed), in %."""
         total = self.lost + self.buffers
         return 100 * self.lost / total if total else None
 
@@ -103,6 +106,8 @@ class HopResult:
 
 @dataclass
 class Options:
+    """What every run of one invocation shares (from the flags)."""
+
     size: int
     clients: int
     warmup: float
@@ -268,6 +273,7 @@ def table_rows(results: Sequence[HopResult]) -> list[dict[str, str]]:
 
 
 def format_table(rows: Sequence[dict[str, str]]) -> str:
+    """The rows as a markdown table, numbers right-aligned."""
     widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in COLUMNS}
     out = ["| " + " | ".join(c.rjust(widths[c]) for c in COLUMNS) + " |",
            "|" + "|".join("-" * (widths[c] + 1) + ":" for c in COLUMNS) + "|"]
@@ -291,10 +297,6 @@ def note_lines(results: Sequence[HopResult]) -> list[str]:
         if delivered is not None and delivered < 95:
             lines.append(f"{what} only {delivered:.1f} % of the offered bytes delivered")
     return lines
-
-
-def progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _floats(text: str) -> list[float]:

@@ -91,7 +91,7 @@ def bench_modules(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The benchmark's modules importable (they import each other by bare name)."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     yield
-    for name in ("_plan", "_results", "_report", "_servers", "_common"):
+    for name in ("_plan", "_results", "_report", "_servers", "_common", "compare"):
         sys.modules.pop(name, None)
 
 
@@ -122,3 +122,32 @@ def test_fanout_targets_come_from_the_plan_table(
         "paced sweep 1316 B N=100: trio/gst = 0.60x (target >= 0.75x) MISSED",
         "memory stalled-all 4096 B N=1000: trio 19.0 KiB/client (target < 20) MET",
     ]
+
+
+def test_compare_puts_runs_side_by_side(bench_modules: None, tmp_path: Path) -> None:
+    import compare
+    from _report import format_table
+    from _results import Result
+
+    def run(trio_mb_s: float) -> str:
+        results = [Result("gst", "unpaced", 4096, 100, mb_s=1000.0, p99_ms=50.0),
+                   Result("trio", "unpaced", 4096, 100, mb_s=trio_mb_s, p99_ms=10.0,
+                          mb_per_cpu_s=trio_mb_s),
+                   Result("trio", "ttfb", 1316, 100, ttfb_p50_ms=2.0)]
+        return "machine: ...\n\n" + format_table(results) + "\n\n(total 1 s)\n"
+
+    (tmp_path / "before.txt").write_text(run(4000.0))
+    (tmp_path / "after.txt").write_text(run(3000.0))
+    runs = [compare.read_run(tmp_path / name) for name in ("before.txt", "after.txt")]
+    assert compare.compare(runs, ["before", "after"]).splitlines() == [
+        "| case (trio) | figure | before | after |",
+        "|---|---|---:|---:|",
+        "| unpaced 4096 B N=100 | MB/s | 4000.0 | 3000.0 |",
+        "| unpaced 4096 B N=100 | trio/gst MB/s | 4.00x | 3.00x |",
+        "| unpaced 4096 B N=100 | MB/CPU-s | 4000 | 3000 |",
+        "| unpaced 4096 B N=100 | p99 ms | 10.00 | 10.00 |",
+        "| ttfb 1316 B N=100 | TTFB p50 ms | 2.00 | 2.00 |",
+    ]
+    (tmp_path / "empty.txt").write_text("no table here\n")
+    with pytest.raises(ValueError, match=r"no fanout\.py table"):
+        compare.read_run(tmp_path / "empty.txt")

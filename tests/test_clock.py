@@ -7,6 +7,7 @@ import trio.testing
 from conftest import RecordingStream, settle
 
 from trio_msink import Buffer, Sink
+from trio_msink._clock import PacingBase
 
 
 async def _timed_sends(sink: Sink, buffers: list[Buffer]) -> list[float]:
@@ -104,3 +105,13 @@ async def test_closing_the_sink_releases_a_waiting_sender(
             await settle()
             await sink.__aexit__(None, None, None)
     assert outcome == ["closed"]
+
+
+def test_the_pacing_base_is_fixed_by_the_first_pts_and_late_buffers_are_due_now() -> None:
+    pacing = PacingBase()
+    assert pacing.due(None, 100.0) is None  # no PTS: never delayed, no base
+    assert pacing.due(5.0, 100.0) is None  # the first PTS: base = 95
+    assert pacing.due(7.0, 100.0) == 102.0
+    assert pacing.due(6.0, 101.5) is None  # due at 101: late, so now
+    assert pacing.due(None, 101.5) is None
+    assert pacing.due(10.0, 103.0) == 105.0

@@ -18,7 +18,7 @@ from trio_msink.cli._defaults import (
     describe_default,
     format_defaults,
 )
-from trio_msink.cli._main import _parser, command_properties
+from trio_msink.cli._main import _parser, command_properties, main
 from trio_msink.cli._options import explicit_properties
 
 
@@ -213,3 +213,32 @@ async def test_raw_defaults_remove_a_client_that_never_reads_past_4_mib() -> Non
                 while b"client removed (SLOW)" not in server.stderr:
                     await stdin.send_all(chunk)
             sock.close()
+
+
+def _help(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+
+
+def test_serve_help_shows_the_defaults_in_force(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help("serve", capsys)
+    assert "--units-max N hard limit in unit_format units (an extra, independent limit) " \
+           "(default: 10 s for mpegts/h264/auto, 4 MiB for raw)" in text
+    assert "(default: latest-keyframe for mpegts/h264/auto, latest for raw)" in text
+    assert "over it → removed SLOW (default: 10 s)" in text  # --timeout
+    assert "(-1 = no limit) (default: 5.0)" in text  # --linger: the library's own
+
+
+def test_demo_help_shows_its_own_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help("demo", capsys)
+    assert "keep at least this many seconds of history (PTS span) (default: 2)" in text
+    assert "(default: 10 s)" in text and "for raw" not in text
+    assert "(default: 127.0.0.1:9000)" in text
+
+
+def test_the_command_defaults_name_sink_properties_with_valid_values() -> None:
+    declared = {p.name: p for p in Sink.properties()}
+    for fmt in ("mpegts", "h264", "raw"):
+        for name, value in format_defaults(fmt, ()).items():
+            assert declared[name].check(value) == value

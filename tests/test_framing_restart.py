@@ -299,7 +299,7 @@ def test_auto_restart_probes_again(ts: bytes, es: bytes) -> None:
     assert framer.detected == "mpegts"
     ts_headers = [h.tobytes() for h in framer.streamheader]
     framer.restart()
-    assert framer.detected is None and framer.restarting
+    assert framer.detected is None and framer.restarting and framer.buffered == 0
     calls = feed(framer, es, 1000)
     out, changed = first_call(calls)
     assert framer.detected == "h264"
@@ -338,3 +338,38 @@ def test_restart_twice_compares_with_the_headers_before_the_first(
     framer.restart()
     out, changed = first_call(feed(framer, ts[10_000:], 1000))
     assert out[0].keyframe and not changed
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=_FIXTURE_OK)
+@given(
+    fmt=st.sampled_from(["h264", "mpegts", "auto"]),
+    cut=st.floats(0, 1),
+    resume=st.floats(0, 0.9),
+    sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=8),
+)
+def test_after_restart_anywhere_output_is_the_stream_from_a_keyframe(
+    es: bytes, ts: bytes, fmt: str, cut: float, resume: float, sizes: list[int]
+) -> None:
+    """Restart after any prefix, resume anywhere, any chunking: the output is
+    exactly the framed stream from one of its keyframes to the end."""
+    data = ts if fmt == "mpegts" else es
+    framer = open_framer(fmt)
+    framer.feed(data[: int(len(data) * cut)])
+    framer.restart()
+    rest = data[int(len(data) * resume) :]
+    out: list[Buffer] = []
+    pos = i = 0
+    while pos < len(rest):
+        out += framer.feed(rest[pos : pos + sizes[i % len(sizes)]])
+        pos, i = pos + sizes[i % len(sizes)], i + 1
+    out += framer.flush()
+    whole_framer = open_framer(fmt)
+    whole = whole_framer.feed(data) + whole_framer.flush()
+    if not out:  # no keyframe (with headers before it) after the resume point
+        start = len(data) - len(rest)
+        assert all(p < start + 4000 for p in key_positions(data, open_framer(fmt)))
+        return
+    assert out[0].keyframe
+    tail = [(b.tobytes(), b.keyframe) for b in whole[len(whole) - len(out) :]]
+    assert [(b.tobytes(), b.keyframe) for b in out] == tail
+    assert not framer.restarting

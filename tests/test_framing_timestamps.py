@@ -190,3 +190,90 @@ def test_explicit_fps_overrides_the_sps() -> None:
     data = encode("h264", rate=Fraction(25))
     stamps = frame(H264Framer(fps=10), data)
     assert [b.pts for b in stamps] == pytest.approx([n / 10 for n in range(FRAMES)])
+
+
+# -- H.264 fields -------------------------------------------------------------------------
+
+
+class _BitWriter:
+    def __init__(self) -> None:
+        self.bits: list[int] = []
+
+    def u(self, n: int, value: int) -> _BitWriter:
+        self.bits += [(value >> (n - 1 - i)) & 1 for i in range(n)]
+        return self
+
+    def ue(self, value: int) -> _BitWriter:
+        code = value + 1
+        return self.u(code.bit_length() - 1, 0).u(code.bit_length(), code)
+
+    def rbsp(self) -> bytes:
+        bits = [*self.bits, 1]  # rbsp_stop_one_bit, then zeros to a byte
+        bits += [0] * (-len(bits) % 8)
+        return bytes(int("".join(map(str, bits[i : i + 8])), 2) for i in range(0, len(bits), 8))
+
+
+def _interlaced_sps(time_scale: int) -> bytes:
+    """A baseline SPS that allows field pictures (frame_mbs_only_flag 0), with
+    4-bit frame_num and VUI timing of ``time_scale`` over 1 tick."""
+    w = _BitWriter().u(8, 77).u(8, 0).u(8, 30).ue(0)  # main profile, level 3
+    w.ue(0).ue(2).ue(1).u(1, 0).ue(9).ue(4)  # frame_num 4 bits, poc type 2, size
+    w.u(1, 0).u(1, 0).u(1, 1).u(1, 0)  # frame_mbs_only 0, mbaff 0, direct_8x8, no crop
+    w.u(1, 1).u(1, 0).u(1, 0).u(1, 0).u(1, 0)  # VUI: no aspect/overscan/signal/chroma
+    w.u(1, 1).u(32, 1).u(32, time_scale).u(1, 1)  # timing info, fixed frame rate
+    w.u(1, 0).u(1, 0).u(1, 0).u(1, 0)  # no HRD, no pic_struct, no restriction
+    return b"\x00\x00\x00\x01\x67" + w.rbsp()
+
+
+def _slice(idr: bool, *, field: bool, frame_num: int) -> bytes:
+    w = _BitWriter().ue(0).ue(7 if idr else 5).ue(0).u(4, frame_num)
+    w.u(1, int(field))
+    if field:
+        w.u(1, frame_num & 1)  # bottom_field_flag
+    return b"\x00\x00\x01" + (b"\x65" if idr else b"\x41") + w.rbsp() + b"\xaa\x55" * 4
+
+
+PPS_MAIN = b"\x00\x00\x00\x01\x68\xce\x3c\x80"
+
+
+def test_sps_fields_are_read() -> None:
+    from trio_msink.framing._sps import field_picture, parse_sps
+
+    info = parse_sps(_interlaced_sps(50)[4:])
+    assert info is not None and info.rate == 25.0
+    assert not info.frame_mbs_only and info.frame_num_bits == 4
+    assert field_picture(_slice(True, field=True, frame_num=0)[3:], info) is True
+    assert field_picture(_slice(False, field=False, frame_num=3)[3:], info) is False
+    assert field_picture(b"\x41", info) is None
+
+
+def test_field_pictures_last_half_a_frame() -> None:
+    """Each field is its own access unit: at 25 frames a second, 1/50 s each."""
+    data = _interlaced_sps(50) + PPS_MAIN + _slice(True, field=True, frame_num=0)
+    data += _slice(True, field=True, frame_num=1)
+    for n in range(2, 8):
+        data += _slice(False, field=True, frame_num=n)
+    data += _slice(False, field=False, frame_num=8)  # a frame among the fields
+    data += _slice(False, field=True, frame_num=9)
+    stamps = frame(H264Framer(), data)
+    assert len(stamps) == 10
+    expected = [n / 50 for n in range(9)] + [10 / 50]
+    assert [b.pts for b in stamps] == pytest.approx(expected)
+    assert [b.duration for b in stamps] == pytest.approx([1 / 50] * 8 + [2 / 50, 1 / 50])
+    # Chunking does not change it.
+    framer = H264Framer()
+    chunked: list[Buffer] = []
+    for i in range(0, len(data), 3):
+        chunked += framer.feed(data[i : i + 3])
+    chunked += framer.flush()
+    assert [b.pts for b in chunked if b.pts is not None] == [b.pts for b in stamps]
+
+
+def test_mbaff_frames_are_whole_frames() -> None:
+    """x264's interlaced mode codes frames (MBAFF), not fields: 1/25 s each."""
+    data = encode("h264", rate=Fraction(25), extra=":interlaced=1")
+    framer = H264Framer()
+    stamps = frame(framer, data)
+    info_rate = sps_frame_rate(framer.streamheader[0].tobytes()[4:])
+    assert info_rate == 25.0
+    assert [b.pts for b in stamps] == pytest.approx([n / 25 for n in range(FRAMES)])

@@ -99,7 +99,20 @@ async def _serve_paced(data: bytes, fmt: str) -> tuple[list[tuple[float, int]], 
     chunk a TCP client receives from the first byte to the end, and the bytes."""
     arrivals: list[tuple[float, int]] = []
     got = bytearray()
-    args = ["serve", "-", "--format", fmt, "--sync", "--tcp", "127.0.0.1:0", "--linger", "-1"]
+    # latest: the client, added before the first byte, gets every byte.
+    args = [
+        "serve",
+        "-",
+        "--format",
+        fmt,
+        "--sync",
+        "--sync-method",
+        "latest",
+        "--tcp",
+        "127.0.0.1:0",
+        "--linger",
+        "-1",
+    ]
     async with run_server(args, fronts=1, stdin=True) as server:
         client = await trio.open_tcp_stream("127.0.0.1", server.port("tcp"))
         stdin = server.process.stdin
@@ -122,7 +135,7 @@ def _assert_paced(arrivals: list[tuple[float, int]], seconds: float) -> None:
     assert elapsed >= 0.75 * seconds, f"sent in {elapsed:.2f} s, not paced over {seconds} s"
     assert elapsed <= seconds + 10  # generous: a loaded machine is slow, not hours
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals)]
-    assert max(gaps) < 1.0, f"a stall of {max(gaps):.2f} s"
+    assert max(gaps) < 1.5, f"a stall of {max(gaps):.2f} s"
     total = sum(n for _, n in arrivals)
     for q in range(4):
         lo, hi = start + elapsed * q / 4, start + elapsed * (q + 1) / 4

@@ -525,3 +525,15 @@ async def test_set_streamheader_refuses_a_non_iterable(bad: object) -> None:
     async with Sink() as sink:
         with pytest.raises(TypeError, match=named("buffers")):
             sink.set_streamheader(bad)  # type: ignore[arg-type]
+
+
+def test_a_subclass_keeps_its_own_constructor() -> None:
+    class Named(Sink):
+        def __init__(self, label: str, **properties: Any) -> None:
+            super().__init__(**properties)
+            self.label = label
+
+    sink = Named("x", buffers_max=7)
+    assert (sink.label, sink.buffers_max, sink.linger) == ("x", 7, 5.0)
+    with pytest.raises(PropertyValueError, match=named("buffers_max")):
+        Named("y", buffers_max=-3)

@@ -31,6 +31,9 @@ class ClientHost(Protocol):
     def _dispatch_callback(self) -> Callable[[trio.abc.SendStream, Buffer], object] | None:
         """``on_dispatched`` when ``send_dispatched`` is on, else ``None``."""
 
+    def _message_callback(self) -> Callable[[trio.abc.SendStream, bytes], object] | None:
+        """``on_message`` when ``send_messages`` is on, else ``None``."""
+
     def _client_wrote(self, nbytes: int) -> None:
         """Count ``nbytes`` written to a client in ``bytes_served``."""
 
@@ -105,6 +108,16 @@ class Client:
     def remove_flushed(self) -> None:
         """Remove the client ``REMOVED``: its remove-flush wrote everything."""
         self.host._remove_client(self, ClientStatus.REMOVED)
+
+    def remove(self, status: ClientStatus) -> None:
+        """Remove the client with ``status`` (its stream closed or failed)."""
+        self.host._remove_client(self, status)
+
+    def received(self, data: bytes) -> None:
+        """``data`` was read from the client (``on_message``)."""
+        callback = self.host._message_callback()
+        if callback is not None:
+            self.call(callback, self.stream, data)
 
     # -- callbacks ---------------------------------------------------------
     def call(self, callback: Callable[..., object], *args: object) -> None:

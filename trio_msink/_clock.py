@@ -17,7 +17,34 @@ import trio
 
 from ._buffer import Buffer
 
-__all__ = ["Clock"]
+__all__ = ["Clock", "PacingBase"]
+
+
+class PacingBase:
+    """The base of PTS pacing: when a buffer with a PTS is due.
+
+    The first PTS seen fixes the base (``base = now - pts``) and is due at
+    once; every later PTS is due at ``base + pts``. Plain arithmetic, the
+    time passed in, so that anything that paces a stream (the sink's clock
+    task, the command's relay to its worker processes) shares the rule.
+    """
+
+    __slots__ = ("_base",)
+
+    def __init__(self) -> None:
+        self._base: float | None = None
+
+    def due(self, pts: float | None, now: float) -> float | None:
+        """When a buffer with ``pts`` is due (on the clock ``now`` is read
+        from), or ``None`` when it is due now: no PTS, the first PTS, or
+        late."""
+        if pts is None:
+            return None
+        if self._base is None:
+            self._base = now - pts
+            return None
+        target = self._base + pts
+        return target if target > now else None
 
 
 class _Paced:
@@ -37,7 +64,7 @@ class Clock:
 
     def __init__(self, release: Callable[[Buffer], None]) -> None:
         self._release = release
-        self._base: float | None = None
+        self._pacing = PacingBase()
         self._send, self._receive = trio.open_memory_channel[_Paced](math.inf)
         self._pending = 0
         self.closed = False
@@ -46,12 +73,7 @@ class Clock:
         """When ``buffer`` is due (trio time), or None for "now"."""
         if buffer.pts is None:
             return None
-        now = trio.current_time()
-        if self._base is None:
-            self._base = now - buffer.pts
-            return None
-        target = self._base + buffer.pts
-        return target if target > now else None
+        return self._pacing.due(buffer.pts, trio.current_time())
 
     async def send(self, buffer: Buffer, *, sync: bool) -> None:
         """Release ``buffer`` when it is due; returns once it is released.

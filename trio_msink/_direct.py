@@ -59,10 +59,6 @@ class DirectWriter:
         self._written_to = 0  # parked clients have been written up to here
         self._batch_started = trio.Event()
 
-    def is_parked(self, client: Client) -> bool:
-        """True while ``client``'s writer task is parked here."""
-        return client in self._parked
-
     # -- parking -------------------------------------------------------------
     async def park(self, client: Client) -> None:
         """Hand ``client`` (caught up, nothing in flight) to the direct writer
@@ -121,8 +117,7 @@ class DirectWriter:
                 if history.has_waiting(cursor):
                     self.unpark(client)
                 continue
-            start = cursor.next
-            assert start is not None
+            start, _ = history.waiting(cursor)
             if start >= end:
                 continue
             found = shared.get(start)

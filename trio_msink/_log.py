@@ -41,7 +41,7 @@ class BufferLog:
         #: Bytes of every buffer ever appended.
         self.total_bytes = 0
 
-    # -- size ------------------------------------------------------------
+    # -- size (read-only properties, alike in shape as all such are) ----------
     @property
     def low(self) -> int:
         """Sequence number of the oldest retained buffer."""
@@ -150,19 +150,14 @@ class BufferLog:
             i = bisect_right(self._starts, target, low - self._base, end - self._base)
             return max(low, i - 1 + self._base)
         if fmt == Format.TIME:
-            lo, hi = self._pts_index_range(low, end)
-            if hi - lo < 2:
-                return low
-            newest = self._pts_of(self._pts[hi - 1])
-            for i in range(hi - 2, lo - 1, -1):
-                seq = self._pts[i]
-                if newest - self._pts_of(seq) >= value:
-                    return seq
-            return low
+            found = self._pts_back_to(value, end, over=False)
+            return low if found is None else found
         return max(low, end - math.ceil(value))
 
     def oldest_start_within(self, fmt: Format, value: float, end: int) -> int:
         """The oldest ``s`` with ``amount(s, end) <= value``; ``end`` if even one buffer is over."""
+        # The mirror image of newest_start_reaching (<= instead of >=): the
+        # same bisections from the other side, so alike in shape on purpose.
         low = self._low
         if end <= low:
             return end
@@ -172,16 +167,24 @@ class BufferLog:
             i = bisect_left(self._starts, target, low - self._base, end - self._base)
             return i + self._base
         if fmt == Format.TIME:
-            lo, hi = self._pts_index_range(low, end)
-            if hi - lo < 2:
-                return low
-            newest = self._pts_of(self._pts[hi - 1])
-            for i in range(hi - 2, lo - 1, -1):
-                seq = self._pts[i]
-                if newest - self._pts_of(seq) > value:
-                    return seq + 1
-            return low
+            found = self._pts_back_to(value, end, over=True)
+            return low if found is None else found + 1
         return max(low, end - int(value))
+
+    def _pts_back_to(self, value: float, end: int, *, over: bool) -> int | None:
+        """Walking back from the newest buffer before ``end`` that has a PTS,
+        the first one whose PTS span to it reaches ``value`` (is over it,
+        with ``over``); ``None`` if none does."""
+        lo, hi = self._pts_index_range(self._low, end)
+        if hi - lo < 2:
+            return None
+        newest = self._pts_of(self._pts[hi - 1])
+        for i in range(hi - 2, lo - 1, -1):
+            seq = self._pts[i]
+            span = newest - self._pts_of(seq)
+            if span > value or (span == value and not over):
+                return seq
+        return None
 
     def oldest_pts_seq(self) -> int | None:
         """Sequence number of the oldest retained buffer that has a PTS."""

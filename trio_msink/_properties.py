@@ -11,12 +11,9 @@ are all derived from these lines; adding a property here is the whole job
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
-
-from ._buffer import Buffer
-from ._enums import ClientStatus, Format, RecoverPolicy, SyncMethod
+from ._enums import Format, RecoverPolicy, SyncMethod
 from ._placement import Burst
 from ._settings import (
     AMOUNT,
@@ -39,15 +36,25 @@ _SYNC_METHOD = enum_check(SyncMethod)
 _FORMAT = enum_check(Format)
 _RECOVER_POLICY = enum_check(RecoverPolicy)
 
-# The callbacks' types: what each is called with (its return value is ignored).
-OnClient = Callable[[trio.abc.SendStream], object] | None
-OnClientRemoved = Callable[[trio.abc.SendStream, ClientStatus], object] | None
-OnMessage = Callable[[trio.abc.SendStream, bytes], object] | None
-OnDispatched = Callable[[trio.abc.SendStream, Buffer], object] | None
+if TYPE_CHECKING:
+    # The callbacks' types: what each is called with (its return value is
+    # ignored). For mypy only, so that the core imports no trio.
+    import trio
+
+    from ._buffer import Buffer
+    from ._enums import ClientStatus
+
+    OnClient = Callable[[trio.abc.SendStream], object] | None
+    OnClientRemoved = Callable[[trio.abc.SendStream, ClientStatus], object] | None
+    OnMessage = Callable[[trio.abc.SendStream, bytes], object] | None
+    OnDispatched = Callable[[trio.abc.SendStream, Buffer], object] | None
 
 
 class SinkProperties(Properties):
     """The validated properties of a :class:`~trio_msink.Sink`."""
+
+    # One declaration per property, alike by design: the lines below are the
+    # single source of truth, so their repeated shape is not duplicated logic.
 
     buffers_max: int = setting(
         COUNT, default=-1, unit="buffers",

@@ -267,6 +267,8 @@ class Properties:
             if isinstance(value, SinkProperty):
                 declared[value.name] = value
         cls._declared = tuple(declared.values())
+        if "__init__" in vars(cls):
+            return  # a subclass's own __init__ (which calls super().__init__) stays
 
         # Each class gets its own __init__ so that inspect.signature (and so
         # Sphinx and help()) shows the real keyword-only parameters.

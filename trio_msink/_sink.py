@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -32,7 +31,7 @@ from ._placement import Burst
 from ._properties import SinkProperties, check_burst, check_sync
 from ._sockopts import apply_dscp
 from ._stats import ClientStats, SinkStatistics
-from ._writer import write_socket, write_stream
+from ._tasks import run_client
 
 __all__ = ["Sink"]
 
@@ -254,7 +253,7 @@ class Sink(SinkProperties):
         client = Client(self, stream, history, history.add(stream, method, burst))
         self._clients[stream] = client
         apply_dscp(stream, self.qos_dscp)
-        nursery.start_soon(self._run_client, client)
+        nursery.start_soon(run_client, client, self._fanout, self._direct, self.handle_read)
         if self.on_client_added is not None:
             client.call(self.on_client_added, stream)
         return client
@@ -280,12 +279,14 @@ class Sink(SinkProperties):
         method = self.sync_method
         if sync_method is not None:
             method = check_sync("sync_method", sync_method)
-        burst = check_burst(
-            self.burst_format if min_format is None else min_format,
-            self.burst_value if min_value == -1 and min_format is None else min_value,
-            Format.UNDEFINED if max_format is None else max_format,
-            max_value,
-        )
+        burst = self._default_burst()
+        if (min_format, min_value, max_format, max_value) != (None, -1, None, -1):
+            burst = check_burst(
+                burst.min_format if min_format is None else min_format,
+                burst.min_value if min_value == -1 and min_format is None else min_value,
+                burst.max_format if max_format is None else max_format,
+                max_value,
+            )
         client = self._add(stream, method, burst)
         if client is None:
             await trio.lowlevel.checkpoint()
@@ -369,50 +370,6 @@ class Sink(SinkProperties):
         if result.queued:
             self._direct.queued()
 
-    # -- client tasks ----------------------------------------------------------------
-    async def _run_client(self, client: Client) -> None:
-        try:
-            with client.scope:
-                async with trio.open_nursery() as nursery:
-                    if self.handle_read and isinstance(client.stream, trio.abc.ReceiveStream):
-                        nursery.start_soon(self._read, client, client.stream)
-                    await self._write(client)
-                    nursery.cancel_scope.cancel()
-        finally:
-            client.writing = False
-            client.finished.set()
-
-    async def _write(self, client: Client) -> None:
-        stream = client.stream
-        try:
-            if type(stream) is trio.SocketStream and stream.socket.type == socket.SOCK_STREAM:
-                await write_socket(client, stream, self._fanout, self._direct)
-            else:
-                await write_stream(client, stream, self._fanout)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, BrokenPipeError,
-                ConnectionResetError):
-            self._remove_client(client, ClientStatus.CLOSED)
-        except Exception:
-            logger.debug("writing to %r failed", stream, exc_info=True)
-            self._remove_client(client, ClientStatus.ERROR)
-
-    async def _read(self, client: Client, stream: trio.abc.ReceiveStream) -> None:
-        while True:
-            try:
-                data = await stream.receive_some()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._remove_client(client, ClientStatus.CLOSED)
-                return
-            except Exception:
-                logger.debug("reading from %r failed", stream, exc_info=True)
-                self._remove_client(client, ClientStatus.ERROR)
-                return
-            if not data:
-                self._remove_client(client, ClientStatus.CLOSED)
-                return
-            if self.send_messages and self.on_message is not None:
-                client.call(self.on_message, stream, bytes(data))
-
     def _remove_client(self, client: Client, status: ClientStatus) -> None:
         if client.removed:
             return
@@ -437,6 +394,9 @@ class Sink(SinkProperties):
     # -- what clients ask of the sink (ClientHost) -----------------------------
     def _dispatch_callback(self) -> Callable[[trio.abc.SendStream, Buffer], object] | None:
         return self.on_dispatched if self.send_dispatched else None
+
+    def _message_callback(self) -> Callable[[trio.abc.SendStream, bytes], object] | None:
+        return self.on_message if self.send_messages else None
 
     def _client_wrote(self, nbytes: int) -> None:
         self._bytes_served += nbytes

@@ -1,4 +1,5 @@
-"""Socket options the sink sets on client sockets (DSCP)."""
+"""Client sockets: finding the socket under a stream, and the options the
+sink sets on it (DSCP)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import socket
 
 import trio
 
-__all__ = ["apply_dscp"]
+__all__ = ["apply_dscp", "find_socket"]
 
 logger = logging.getLogger("trio_msink")
 
 
-def _find_socket(stream: object) -> socket.socket | trio.socket.SocketType | None:
-    for _ in range(4):  # unwrap SSLStream and similar layers
+def find_socket(stream: object) -> socket.socket | trio.socket.SocketType | None:
+    """The socket under ``stream``, looking through ``SSLStream``-like layers
+    (``transport_stream``, at most four deep); ``None`` when there is none
+    (memory streams, pipes)."""
+    for _ in range(4):
         sock = getattr(stream, "socket", None)
         if sock is not None:
             return sock  # type: ignore[no-any-return]
@@ -27,7 +31,7 @@ def apply_dscp(stream: object, dscp: int) -> None:
     """Stamp ``dscp`` on the stream's socket; failures are logged, never fatal."""
     if dscp < 0:
         return
-    sock = _find_socket(stream)
+    sock = find_socket(stream)
     if sock is None:
         return
     try:

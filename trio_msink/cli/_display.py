@@ -13,6 +13,7 @@ from .. import ClientStatus
 if TYPE_CHECKING:
     from .. import Sink
     from ..fronts import ClientRegistry
+    from ._source_state import SourceStatus
 
 __all__ = ["Display"]
 
@@ -36,7 +37,7 @@ class Display:
         self.registry = registry
         self.interactive = interactive
         self.sink: Sink | None = None
-        self._live: Any = None
+        self.source: SourceStatus | None = None
 
     def client_added(self, stream: trio.abc.SendStream) -> None:
         if not self.interactive:
@@ -50,11 +51,27 @@ class Display:
         logger.info("client removed (%s): %s%s", status.name, self.registry.describe(stream),
                     sent)
 
+    def source_line(self, now: float) -> str:
+        """The source in one line: spec, state, uptime, bytes and bitrate in,
+        reconnects, last error (empty without a source)."""
+        if self.source is None:
+            return ""
+        s = self.source.snapshot(now)
+        line = (f"source {s['spec']}: {s['state']}, up {s['uptime']:.0f} s, "
+                f"{_size(s['bytes_in'])} in, {s['bitrate_in'] / 1000:.0f} kbit/s, "
+                f"{s['reconnects']} reconnects")
+        if s["last_error"]:
+            line += f", last error: {s['last_error']}"
+        return line
+
     def _table(self) -> Any:
         from rich.table import Table
 
         sink = self.sink
-        table = Table(title="trio-msink clients", expand=False)
+        title = "trio-msink clients"
+        if self.source is not None:
+            title += "\n" + self.source_line(trio.current_time())
+        table = Table(title=title, expand=False)
         for column in ("address", "front", "sent", "lag", "dropped", "status"):
             table.add_column(column, justify="right" if column in ("sent", "lag", "dropped")
                              else "left")
@@ -80,10 +97,6 @@ class Display:
         from rich.live import Live
 
         with Live(self._table(), console=Console(stderr=True), auto_refresh=False) as live:
-            self._live = live
             while True:
                 live.update(self._table(), refresh=True)
                 await trio.sleep(_REFRESH)
-
-    def close(self) -> None:
-        self._live = None

@@ -13,12 +13,13 @@ from typing import Any, NoReturn
 
 import trio
 
+from .. import PropertyTypeError, PropertyValueError, Sink
 from ..framing import DEFAULT_CHUNK_SIZE, FORMATS
 from ..fronts.http import DEFAULT_HEADER_TIMEOUT
 from ._defaults import describe_default, format_defaults
 from ._errors import CommandError
 from ._options import add_sink_flags, explicit_properties, flag_of, sink_properties
-from ._sources import SourceError, parse_host_port
+from ._sources import SourceError, add_source_flags, parse_host_port
 
 __all__ = ["main"]
 
@@ -29,6 +30,8 @@ PROG = "trio-msink"
 # stops reading is removed after 10 s), plus 2 s of history so that a joining
 # player has a keyframe at once, and a short linger for a quick Ctrl-C.
 DEMO_EXTRAS: dict[str, Any] = {"time_min": 2.0, "linger": 2.0}
+# With no front flag: tcpserversink's default port, on loopback.
+DEFAULT_TCP = ("127.0.0.1", 4953)
 DEMO_FRONTS = {"tcp": "127.0.0.1:9000", "http": "127.0.0.1:8080", "ws": "127.0.0.1:8081"}
 
 
@@ -66,12 +69,15 @@ def _parser() -> _Parser:
     serve = sub.add_parser("serve", help="serve SOURCE to clients", prog=f"{PROG} serve",
                            usage="%(prog)s [SOURCE] [options]")
     serve.add_argument("source", nargs="?", default="-", metavar="SOURCE",
-                       help="-, a file, tcp://HOST:PORT or test (default: -, stdin)")
+                       help="-, a file, tcp://HOST:PORT, http://HOST:PORT/PATH or test "
+                            "(default: -, stdin)")
     _add_server_flags(serve)
+    add_source_flags(serve)
     add_sink_flags(serve)
     demo = sub.add_parser("demo", help="serve the test stream on TCP 9000, HTTP 8080, WS 8081",
                           prog=f"{PROG} demo", usage="%(prog)s [options]")
     _add_server_flags(demo, DEMO_FRONTS)
+    add_source_flags(demo, positional=False)
     add_sink_flags(demo, _describe_demo_default)
     parser.commands = {"serve": serve, "demo": demo}
     return parser
@@ -105,7 +111,11 @@ def _add_server_flags(parser: argparse.ArgumentParser,
     fronts = fronts or {}
 
     def default(front: str) -> str:
-        return f" (default: {fronts[front]})" if front in fronts else ""
+        if front in fronts:
+            return f" (default: {fronts[front]})"
+        if front == "tcp":
+            return f" (default: {DEFAULT_TCP[0]}:{DEFAULT_TCP[1]} when no front is given)"
+        return ""
 
     parser.add_argument("--tcp", metavar="HOST:PORT", default=fronts.get("tcp"),
                         help="serve raw stream bytes on this TCP address" + default("tcp"))
@@ -134,17 +144,13 @@ def _add_server_flags(parser: argparse.ArgumentParser,
                         help="log debug details; on a failure, print its traceback too")
 
 
-def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
+def _check_flags(command: argparse.ArgumentParser, args: argparse.Namespace,
                  props: dict[str, Any]) -> dict[str, tuple[str, int]]:
     """Validate every flag before anything starts; returns the fronts."""
-    from .. import Sink
-
     try:
         Sink(**props)
-    except (TypeError, ValueError) as exc:
-        name = str(exc).split(" ", 1)[0].rstrip(":")
-        flag = flag_of(name) if name in props else "options"
-        parser.error(f"argument {flag}: {exc}")
+    except (PropertyValueError, PropertyTypeError) as exc:
+        command.error(f"argument {flag_of(exc.name)}: {exc}")
     fronts: dict[str, tuple[str, int]] = {}
     for front in ("tcp", "http", "ws"):
         value = getattr(args, front)
@@ -152,15 +158,15 @@ def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
             try:
                 fronts[front] = parse_host_port(value, f"argument --{front}")
             except SourceError as exc:
-                parser.error(str(exc))
+                command.error(str(exc))
     if not fronts:
-        fronts["tcp"] = ("127.0.0.1", 4953)  # tcpserversink's default port
+        fronts["tcp"] = DEFAULT_TCP
     if args.workers < 1:
-        parser.error(f"argument --workers: must be >= 1, not {args.workers}")
+        command.error(f"argument --workers: must be >= 1, not {args.workers}")
     if args.chunk_size <= 0:
-        parser.error(f"argument --chunk-size: must be > 0, not {args.chunk_size}")
+        command.error(f"argument --chunk-size: must be > 0, not {args.chunk_size}")
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
-        parser.error(f"argument --fps: must be a number > 0, not {args.fps:g}")
+        command.error(f"argument --fps: must be a number > 0, not {args.fps:g}")
     return fronts
 
 

@@ -1,5 +1,6 @@
 """The running server: one source read, framed into Buffers, fanned out by
-one Sink to every front (TCP, HTTP, WebSocket)."""
+one Sink (and with ``--workers`` by the workers' Sinks too) to every front
+(TCP, HTTP, WebSocket)."""
 
 from __future__ import annotations
 
@@ -7,100 +8,59 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
 from .. import Buffer, ClientStatus, Sink
-from ..framing import open_framer
-from ..fronts import ClientRegistry, HttpFront, WebSocketFront
+from ..framing import AutoFramer, Framer, open_framer
+from ..fronts import ClientRegistry
+from ._defaults import DEFAULT_FORMAT_BEFORE_DETECTION, format_defaults
 from ._display import Display
-from ._sources import open_source
+from ._errors import CommandError
+from ._handlers import front_handlers, front_url, logging_callbacks
+from ._sources import Item, Source, Upstream, listen_error, open_source
 from ._timeline import Timeline
+from ._workers import Output, Relay, WorkerPool
 
-__all__ = ["Output", "Server", "front_handlers", "front_url"]
+__all__ = ["Server"]
 
 logger = logging.getLogger("trio_msink.cli")
 
 _CONTENT_TYPES = {"mpegts": "video/mp2t", "h264": "video/h264", "raw": "application/octet-stream"}
 
 
-def front_url(front: str, sockname: Any) -> str:
-    """The line printed for a listening front: ``tcp://H:P``, ``http://H:P/``, ``ws://H:P/``."""
-    host, port = sockname[0], sockname[1]
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{front}://{host}:{port}" + ("" if front == "tcp" else "/")
-
-
-Handler = Callable[[trio.SocketStream], Awaitable[object]]
-
-
-def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
-                   header_timeout: float) -> dict[str, Handler]:
-    """The ``trio.serve_tcp`` handler of each front, all feeding ``sink``."""
-
-    async def tcp(stream: trio.SocketStream) -> None:
-        with registry.registered(stream, "tcp"):
-            await sink.serve(stream)
-
-    http = HttpFront(sink, content_type=content_type, registry=registry,
-                     header_timeout=header_timeout)
-    ws = WebSocketFront(sink, registry=registry)
-    return {"tcp": tcp, "http": http.serve, "ws": ws.serve_stream}
-
-
-class Output(Protocol):
-    """Where framed buffers go: a Sink, or the worker processes."""
-
-    def set_streamheader(self, buffers: list[Buffer]) -> None: ...
-    async def send(self, buffer: Buffer) -> None: ...
-
-
-class _Tee:
-    """The worker relay, then the main process's own sink (``--workers``)."""
-
-    def __init__(self, pool: Output, sink: Sink) -> None:
-        self.pool = pool
-        self.sink = sink
-
-    def set_streamheader(self, buffers: list[Buffer]) -> None:
-        self.pool.set_streamheader(buffers)
-        self.sink.set_streamheader(buffers)
-
-    async def send(self, buffer: Buffer) -> None:
-        await self.pool.send(buffer)  # waits for the buffer's time (sync)
-        await self.sink.send(buffer)
-
-    async def flush(self) -> None:
-        await _flush(self.pool)
-
-
-async def _flush(output: Output) -> None:
-    """Push out what ``output`` batched from one chunk of input (worker relays)."""
-    flush = getattr(output, "flush", None)
-    if flush is not None:
-        await flush()
-
-
 class Server:
-    """``trio-msink serve``: read SOURCE, serve it, stop cleanly on a signal."""
+    """``trio-msink serve``: read SOURCE, serve it, stop cleanly on a signal.
+
+    :meth:`run` returns at the real end of a finite source (and after a
+    signal); it raises :exc:`CommandError` for a failure a person can act
+    on (a front or ``--ingest`` that cannot listen, ``--reconnect-max``
+    reached). Building it raises :exc:`SourceError` (a CommandError) for a
+    source that can never work.
+    """
 
     def __init__(self, args: argparse.Namespace, props: dict[str, Any],
                  fronts: dict[str, tuple[str, int]]) -> None:
         self.args = args
         self.props = props
         self.fronts = fronts
-        self.source: AsyncGenerator[bytes, None] = open_source(args.source,
-                                                       test_seconds=args.test_seconds)
-        fmt = "mpegts" if args.source == "test" and args.format == "auto" else args.format
-        self.framer = open_framer(fmt, chunk_size=args.chunk_size, fps=args.fps)
-        self.content_type = args.content_type or _CONTENT_TYPES.get(fmt, "video/mp2t")
+        self.source: Source = open_source(args)
+        self.format = "mpegts" if args.source == "test" and args.format == "auto" else args.format
+        self.framer: Framer = open_framer(self.format, chunk_size=args.chunk_size, fps=args.fps)
+        self.timeline = Timeline()  # pts that never go backwards (docs/framing.md)
+        # The format whose command defaults the Sink has (see _defaults).
+        self._defaults_format = (DEFAULT_FORMAT_BEFORE_DETECTION if self.format == "auto"
+                                 else self.format)
+        self.content_type = args.content_type or _CONTENT_TYPES.get(self.format, "video/mp2t")
         self.registry = ClientRegistry()
         self.display = Display(self.registry, interactive=sys.stderr.isatty())
+        self.display.source = self.source.status
+
+    def source_status(self) -> dict[str, Any]:
+        """The ``"source"`` object of ``/stats``."""
+        return self.source.status.snapshot(trio.current_time())
 
     def _callbacks(self) -> dict[str, Any]:  # Sink() checks each callback
         def added(stream: trio.abc.SendStream) -> None:
@@ -119,55 +79,41 @@ class Server:
                 "on_message": message, "on_dispatched": dispatched}
 
     async def run(self) -> None:
-        if self.args.workers > 1:
-            await self._run_workers()
-            return
-        async with Sink(**self.props, **self._callbacks()) as sink:
-            self.display.sink = sink
-            async with trio.open_nursery() as handlers:
-                async with trio.open_nursery() as main:
-                    urls = await self._listen(sink, main, handlers)
-                    for url in urls:
-                        print(url, flush=True)
-                    if self.args.command == "demo":
-                        self._print_demo_help(urls)
-                    main.start_soon(self._watch_signals, main.cancel_scope)
-                    main.start_soon(self.display.run)
-                    await self._pump(sink)
-                    logger.info("end of input")
-                    main.cancel_scope.cancel()
-                await sink.aclose()  # clients drain for `linger` seconds
-        self.display.close()
-
-    async def _listen(self, sink: Sink, nursery: trio.Nursery,
-                      handlers: trio.Nursery) -> list[str]:
-        urls: list[str] = []
-        serve = front_handlers(sink, self.registry, self.content_type, self.args.header_timeout)
-        for front, (host, port) in self.fronts.items():
-            listeners = await nursery.start(
-                partial(trio.serve_tcp, serve[front], port, host=host, handler_nursery=handlers)
-            )
-            urls.append(front_url(front, listeners[0].socket.getsockname()))
-        return urls
-
-    async def _run_workers(self) -> None:
-        from ._workers import WorkerPool, logging_callbacks
-
-        config = {"props": self.props, "content_type": self.content_type,
-                  "header_timeout": self.args.header_timeout}
-        pool = WorkerPool(self.args.workers - 1, config, sync=self.props["sync"])
-        await pool.start()
         try:
-            async with Sink(**self.props, **logging_callbacks(0, self.registry)) as sink:
+            await self._run()
+        except BaseExceptionGroup as group:
+            error = _command_error(group)
+            if error is None:
+                raise
+            raise error from group
+
+    async def _run(self) -> None:
+        listeners = await self._open_listeners()
+        urls = [front_url(front, ls[0].socket.getsockname()) for front, ls in listeners.items()]
+        ingest = await self.source.listen()
+        if ingest is not None:  # push ingest: publishers need its address too
+            urls.append(ingest)
+        pool: WorkerPool | None = None
+        if self.args.workers > 1:
+            config = {"props": self.props, "content_type": self.content_type,
+                      "header_timeout": self.args.header_timeout}
+            pool = WorkerPool(self.args.workers - 1, config, sync=self.props["sync"])
+            await pool.start()
+        callbacks = self._callbacks() if pool is None else logging_callbacks(0, self.registry)
+        try:
+            async with Sink(**self.props, **callbacks) as sink:
+                self.display.sink = sink
                 local = front_handlers(sink, self.registry, self.content_type,
-                                       self.args.header_timeout)
+                                       self.args.header_timeout, self.source_status)
                 async with trio.open_nursery() as handlers:
                     async with trio.open_nursery() as main:
-                        urls = []
-                        for front, (host, port) in self.fronts.items():
-                            listeners = await trio.open_tcp_listeners(port, host=host)
-                            urls.append(front_url(front, listeners[0].socket.getsockname()))
-                            for listener in listeners:
+                        for front, front_listeners in listeners.items():
+                            if pool is None:
+                                main.start_soon(partial(trio.serve_listeners, local[front],
+                                                        front_listeners,
+                                                        handler_nursery=handlers))
+                                continue
+                            for listener in front_listeners:
                                 main.start_soon(pool.hand_off, front, listener, local[front],
                                                 handlers)
                         for url in urls:
@@ -175,15 +121,37 @@ class Server:
                         if self.args.command == "demo":
                             self._print_demo_help(urls)
                         main.start_soon(self._watch_signals, main.cancel_scope)
-                        await self._pump(_Tee(pool, sink))
+                        main.start_soon(self.display.run)
+                        send, receive = trio.open_memory_channel[Item](0)
+                        main.start_soon(self.source.run, send)
+                        await self._pump(Relay(sink, pool), receive)
                         logger.info("end of input")
                         main.cancel_scope.cancel()
                     async with trio.open_nursery() as closing:  # every process drains
-                        closing.start_soon(pool.close)
-                        await sink.aclose()
+                        if pool is not None:
+                            closing.start_soon(pool.close)
+                        await sink.aclose()  # clients drain for `linger` seconds
         finally:
-            with trio.CancelScope(shield=True):
-                await pool.close()
+            if pool is not None:
+                with trio.CancelScope(shield=True):
+                    await pool.close()
+
+    async def _open_listeners(self) -> dict[str, list[trio.SocketListener]]:
+        """Every front's listening sockets, before anything is printed;
+        CommandError naming the front's flag and address if one fails."""
+        listeners: dict[str, list[trio.SocketListener]] = {}
+        try:
+            for front, (host, port) in self.fronts.items():
+                try:
+                    listeners[front] = await trio.open_tcp_listeners(port, host=host)
+                except OSError as exc:
+                    raise listen_error(f"--{front} {_address(host, port)}", exc) from exc
+        except BaseException:
+            for opened in listeners.values():
+                for listener in opened:
+                    await trio.aclose_forcefully(listener)
+            raise
+        return listeners
 
     def _print_demo_help(self, urls: list[str]) -> None:
         """How to watch the demo, with the URLs the fronts really listen on."""
@@ -205,23 +173,62 @@ class Server:
                 scope.cancel()
                 return
 
-    async def _pump(self, sink: Output) -> None:
-        framer = self.framer
-        headers: list[bytes] = []
-        timeline = Timeline()  # pts that never go backwards (docs/framing.md)
+    def _restart(self) -> None:
+        """A new upstream (connection, publisher, fallback origin): the
+        framer starts over and emits nothing until the new stream's headers
+        and a keyframe (so clients resume on a clean keyframe, after the new
+        headers if they changed); pacing starts a new segment of the
+        timeline instead of waiting for, or bursting to, the new clock."""
+        self.framer.restart()
+        self.timeline.discontinuity()
 
-        async def send_all(buffers: list[Buffer]) -> None:
-            nonlocal headers
-            current = [h.tobytes() for h in framer.streamheader]
-            if current != headers:
-                headers = current
-                sink.set_streamheader(framer.streamheader)
-            for buffer in buffers:
-                await sink.send(timeline.stamp(buffer, trio.current_time()))
+    def _apply_detected_defaults(self, output: Output) -> None:
+        """``--format auto``: once the format is known (again, after a
+        restart), the Sinks get the command's defaults for it."""
+        if not isinstance(self.framer, AutoFramer):
+            return
+        detected = self.framer.detected
+        if detected is None or detected == self._defaults_format:
+            return
+        self._defaults_format = detected
+        explicit: frozenset[str] = getattr(self.args, "explicit_properties", frozenset())
+        logger.info("input format: %s", detected)
+        output.set_properties(format_defaults(detected, explicit))
 
-        async with aclosing(self.source) as source:
-            async for chunk in source:
-                await send_all(framer.feed(chunk))
-                await _flush(sink)
-            await send_all(framer.flush())
-            await _flush(sink)
+    async def _send_all(self, output: Output, buffers: list[Buffer]) -> None:
+        self._apply_detected_defaults(output)
+        if self.framer.header_changed:
+            output.set_streamheader(self.framer.streamheader)
+        for buffer in buffers:
+            await output.send(self.timeline.stamp(buffer, trio.current_time()))
+
+    async def _pump(self, output: Relay, items: trio.MemoryReceiveChannel[Item]) -> None:
+        started = False
+        async with items:
+            async for item in items:
+                if isinstance(item, Upstream):
+                    if started:
+                        self._restart()
+                    started = True
+                    continue
+                await self._send_all(output, self.framer.feed(item))
+                output.set_source_status(self.source_status(), trio.current_time())
+                await output.send_batch()
+        await self._send_all(output, self.framer.flush())
+        await output.send_batch()
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _command_error(group: BaseExceptionGroup) -> CommandError | None:
+    """The CommandError inside ``group`` (raised from a task), if any."""
+    for exc in group.exceptions:
+        if isinstance(exc, CommandError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _command_error(exc)
+            if found is not None:
+                return found
+    return None

@@ -13,6 +13,7 @@ extra process on its way to a client.
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
 import math
@@ -22,33 +23,133 @@ import socket
 import struct
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import trio
 
-from .. import Buffer, ClientStatus, Sink
+from .. import Buffer, Sink
 from ..fronts import ClientRegistry
-from ._server import front_handlers
+from ._defaults import apply_properties
+from ._handlers import front_handlers, logging_callbacks
 
-__all__ = ["WorkerPool", "worker_main"]
+__all__ = [
+    "Output",
+    "Relay",
+    "WireDecoder",
+    "WireMessage",
+    "WorkerPool",
+    "encode_buffer",
+    "encode_headers",
+    "encode_json",
+    "worker_main",
+]
 
 logger = logging.getLogger("trio_msink.cli")
 
-# kind, flags (1: delta unit, 2: header), pts (NaN: none), payload length
+# The wire format from the main process to a worker: messages of a 14-byte
+# head (kind, flags (1: delta unit, 2: header), pts (NaN: none), payload
+# length) and the payload.
 _HEAD = struct.Struct("!BBdI")
-_BUFFER, _HEADERS = 1, 2
+#: Message kinds: a buffer; the streamheader (each header as a 4-byte length
+#: and its bytes); the source's status for /stats (JSON); Sink properties to
+#: set, once the input format is known (JSON, enums as their int values).
+BUFFER, HEADERS, STATUS, PROPERTIES = 1, 2, 3, 4
 _LENGTH = struct.Struct("!I")
 # Relayed messages are written to the workers in batches of up to this many
 # bytes (one chunk of input usually), one system call per worker per batch.
 _BATCH_BYTES = 1 << 20
+# Seconds between two source status messages to the workers.
+_STATUS_INTERVAL = 1.0
 
 
-def _encode(kind: int, buffer: Buffer | None, payload: bytes = b"") -> list[bytes | memoryview]:
-    if buffer is not None:
-        flags = (1 if buffer.delta_unit else 0) | (2 if buffer.header else 0)
-        pts = math.nan if buffer.pts is None else buffer.pts
-        return [_HEAD.pack(kind, flags, pts, buffer.size), *buffer.segments]
-    return [_HEAD.pack(kind, 0, math.nan, len(payload)), payload]
+class Output(Protocol):
+    """Where framed buffers go: the main process's Sink and the workers."""
+
+    def set_streamheader(self, buffers: list[Buffer]) -> None: ...
+    async def send(self, buffer: Buffer) -> None: ...
+    async def send_batch(self) -> None:
+        """Push out what was batched from one chunk of input."""
+        ...
+    def set_properties(self, properties: dict[str, Any]) -> None: ...
+
+
+def encode_buffer(buffer: Buffer) -> list[bytes | memoryview]:
+    """One BUFFER message (the payload by reference: no copy)."""
+    flags = (1 if buffer.delta_unit else 0) | (2 if buffer.header else 0)
+    pts = math.nan if buffer.pts is None else buffer.pts
+    return [_HEAD.pack(BUFFER, flags, pts, buffer.size), *buffer.segments]
+
+
+def encode_headers(buffers: list[Buffer]) -> bytes:
+    """One HEADERS message: the whole streamheader."""
+    payload = b"".join(_LENGTH.pack(b.size) + b.tobytes() for b in buffers)
+    return _HEAD.pack(HEADERS, 0, math.nan, len(payload)) + payload
+
+
+def encode_json(kind: int, value: Any) -> bytes:
+    """A STATUS or PROPERTIES message."""
+    payload = json.dumps(value).encode()
+    return _HEAD.pack(kind, 0, math.nan, len(payload)) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class WireMessage:
+    """One decoded message: ``buffer`` for BUFFER, ``headers`` for
+    HEADERS, ``value`` (decoded JSON) for STATUS and PROPERTIES."""
+
+    kind: int
+    buffer: Buffer | None = None
+    headers: list[Buffer] | None = None
+    value: Any = None
+
+
+class WireDecoder:
+    """Bytes from the main process in any cuts → whole messages, in order.
+    Raises ValueError for an unknown kind (the two processes disagree)."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[WireMessage]:
+        pending = self._pending
+        pending += data
+        messages: list[WireMessage] = []
+        offset = 0
+        while len(pending) - offset >= _HEAD.size:
+            kind, flags, pts, length = _HEAD.unpack_from(pending, offset)
+            start = offset + _HEAD.size
+            if len(pending) - start < length:
+                break
+            payload = bytes(pending[start : start + length])
+            offset = start + length
+            if kind == BUFFER:
+                messages.append(WireMessage(kind, buffer=Buffer(
+                    payload, pts=None if math.isnan(pts) else pts,
+                    delta_unit=bool(flags & 1), header=bool(flags & 2))))
+            elif kind == HEADERS:
+                messages.append(WireMessage(kind, headers=_decode_headers(payload)))
+            elif kind in (STATUS, PROPERTIES):
+                messages.append(WireMessage(kind, value=json.loads(payload)))
+            else:
+                raise ValueError(f"unknown worker message kind {kind}")
+        del pending[:offset]
+        return messages
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held waiting for the rest of a message."""
+        return len(self._pending)
+
+
+def _decode_headers(payload: bytes) -> list[Buffer]:
+    headers, offset = [], 0
+    while offset < len(payload):
+        (size,) = _LENGTH.unpack_from(payload, offset)
+        offset += _LENGTH.size
+        headers.append(Buffer(payload[offset : offset + size], header=True))
+        offset += size
+    return headers
 
 
 class _Worker:
@@ -72,6 +173,7 @@ class WorkerPool:
         self._batch: list[bytes | memoryview] = []
         self._batched = 0
         self._pending_headers: bytes | None = None
+        self._status_sent = -math.inf
 
     async def start(self) -> None:
         for index in range(self.count):
@@ -90,14 +192,28 @@ class WorkerPool:
             self.workers.append(_Worker(process, stream, control_main))
 
     async def _relay(self, parts: list[bytes | memoryview]) -> None:
-        """Batch a message; written to the workers by :meth:`flush` (at the end
-        of each chunk of input, or before waiting for a buffer's time)."""
+        """Batch a message; written to the workers by :meth:`send_batch` (at
+        the end of each chunk of input, or before waiting for a buffer's time)."""
+        self._queue(parts)
+        if self._batched >= _BATCH_BYTES:
+            await self.send_batch()
+
+    def _queue(self, parts: list[bytes | memoryview]) -> None:
         self._batch.extend(parts)
         self._batched += sum(len(p) for p in parts)
-        if self._batched >= _BATCH_BYTES:
-            await self.flush()
 
-    async def flush(self) -> None:
+    def set_properties(self, properties: dict[str, Any]) -> None:
+        """Sink properties for every worker, relayed ahead of the next buffer."""
+        self._queue([encode_json(PROPERTIES, {k: _json_value(v)
+                                              for k, v in properties.items()})])
+
+    def set_source_status(self, status: dict[str, Any], now: float) -> None:
+        """The source's status for the workers' /stats, at most once a second."""
+        if now - self._status_sent >= _STATUS_INTERVAL:
+            self._status_sent = now
+            self._queue([encode_json(STATUS, status)])
+
+    async def send_batch(self) -> None:
         """Write the batched messages to every worker, one call each."""
         if not self._batch:
             return
@@ -109,19 +225,19 @@ class WorkerPool:
 
     def set_streamheader(self, buffers: list[Buffer]) -> None:
         """New headers: relayed ahead of the next buffer."""
-        self._pending_headers = b"".join(_LENGTH.pack(b.size) + b.tobytes() for b in buffers)
+        self._pending_headers = encode_headers(buffers)
 
     async def send(self, buffer: Buffer) -> None:
         headers, self._pending_headers = self._pending_headers, None
         if headers is not None:
-            await self._relay(_encode(_HEADERS, None, headers))
+            await self._relay([headers])
         if self.sync and buffer.pts is not None:
             if self._base is None:
                 self._base = trio.current_time() - buffer.pts
             elif self._base + buffer.pts > trio.current_time():
-                await self.flush()
+                await self.send_batch()
                 await trio.sleep_until(self._base + buffer.pts)
-        await self._relay(_encode(_BUFFER, buffer))
+        await self._relay(encode_buffer(buffer))
 
     async def hand_off(self, front: str, listener: trio.SocketListener,
                        local: Callable[[trio.SocketStream], Awaitable[object]],
@@ -155,7 +271,7 @@ class WorkerPool:
     async def close(self) -> None:
         """End of stream: each worker lets its clients drain, then exits."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self.flush()
+            await self.send_batch()
         for worker in self.workers:
             await worker.data.aclose()
             worker.control.close()
@@ -163,38 +279,64 @@ class WorkerPool:
             await worker.process.wait()
 
 
+def _json_value(value: Any) -> Any:
+    # Enum properties travel as their int values (the Sink accepts both).
+    return int(value) if isinstance(value, enum.IntEnum) else value
+
+
+class Relay:
+    """The :class:`Output` of the main process: its own Sink, and with
+    ``--workers`` the worker pool first (the pool waits for each buffer's
+    time, so both get it paced)."""
+
+    def __init__(self, sink: Sink, pool: WorkerPool | None = None) -> None:
+        self.sink = sink
+        self.pool = pool
+
+    def set_streamheader(self, buffers: list[Buffer]) -> None:
+        if self.pool is not None:
+            self.pool.set_streamheader(buffers)
+        self.sink.set_streamheader(buffers)
+
+    async def send(self, buffer: Buffer) -> None:
+        if self.pool is not None:
+            await self.pool.send(buffer)
+        await self.sink.send(buffer)
+
+    async def send_batch(self) -> None:
+        if self.pool is not None:
+            await self.pool.send_batch()
+
+    def set_properties(self, properties: dict[str, Any]) -> None:
+        if self.pool is not None:
+            self.pool.set_properties(properties)
+        apply_properties(self.sink, properties)
+
+    def set_source_status(self, status: dict[str, Any], now: float) -> None:
+        if self.pool is not None:
+            self.pool.set_source_status(status, now)
+
+
 # -- the worker process ------------------------------------------------------------------
-async def _receive_stream(stream: trio.SocketStream, sink: Sink) -> None:
+class _WorkerState:
+    source: dict[str, Any] | None = None
+
+
+async def _receive_stream(stream: trio.SocketStream, sink: Sink, state: _WorkerState) -> None:
     """Read the relayed stream in large chunks; each chunk's buffers are sent
-    to the sink back to back, so its flusher writes them to a client in one
+    to the sink back to back, so the sink writes them to a client in one
     call."""
-    pending = bytearray()
+    decoder = WireDecoder()
     while chunk := await stream.receive_some(1 << 20):
-        pending += chunk
-        offset = 0
-        while len(pending) - offset >= _HEAD.size:
-            kind, flags, pts, length = _HEAD.unpack_from(pending, offset)
-            start = offset + _HEAD.size
-            if len(pending) - start < length:
-                break
-            payload = bytes(pending[start : start + length])
-            offset = start + length
-            if kind == _HEADERS:
-                sink.set_streamheader(_decode_headers(payload))
+        for message in decoder.feed(chunk):
+            if message.buffer is not None:
+                await sink.send(message.buffer)
+            elif message.headers is not None:
+                sink.set_streamheader(message.headers)
+            elif message.kind == STATUS:
+                state.source = message.value
             else:
-                await sink.send(Buffer(payload, pts=None if math.isnan(pts) else pts,
-                                       delta_unit=bool(flags & 1), header=bool(flags & 2)))
-        del pending[:offset]
-
-
-def _decode_headers(payload: bytes) -> list[Buffer]:
-    headers, offset = [], 0
-    while offset < len(payload):
-        (size,) = _LENGTH.unpack_from(payload, offset)
-        offset += _LENGTH.size
-        headers.append(Buffer(payload[offset : offset + size], header=True))
-        offset += size
-    return headers
+                apply_properties(sink, message.value)
 
 
 async def _receive_clients(control: socket.socket, handlers: dict[str, Any],
@@ -217,19 +359,6 @@ async def _receive_clients(control: socket.socket, handlers: dict[str, Any],
             nursery.start_soon(run, handler, trio.SocketStream(sock))
 
 
-def logging_callbacks(index: int, registry: ClientRegistry) -> dict[str, Any]:
-    """Sink callbacks that log each client event with the worker's number."""
-    name = f"worker {index}"
-
-    def added(stream: trio.abc.SendStream) -> None:
-        logger.info("%s: client added: %s", name, registry.describe(stream))
-
-    def removed(stream: trio.abc.SendStream, status: ClientStatus) -> None:
-        logger.info("%s: client removed (%s): %s", name, status.name, registry.describe(stream))
-
-    return {"on_client_added": added, "on_client_removed": removed}
-
-
 async def _worker(config: dict[str, Any]) -> None:
     registry = ClientRegistry()
     props = {**config["props"], "sync": False}
@@ -237,13 +366,14 @@ async def _worker(config: dict[str, Any]) -> None:
         socket.socket(fileno=config["data_fd"])))
     control = socket.socket(fileno=config["control_fd"])
     control.setblocking(False)
+    state = _WorkerState()
     async with Sink(**props, **logging_callbacks(config["index"], registry)) as sink:
         handlers = front_handlers(sink, registry, config["content_type"],
-                                  config["header_timeout"])
+                                  config["header_timeout"], lambda: state.source)
         async with trio.open_nursery() as clients:
             async with trio.open_nursery() as main:
                 main.start_soon(_receive_clients, control, handlers, clients)
-                await _receive_stream(data, sink)
+                await _receive_stream(data, sink, state)
                 main.cancel_scope.cancel()
             await sink.aclose()
 

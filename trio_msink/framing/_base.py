@@ -87,15 +87,18 @@ class Framer(ABC):
         The framer drops partial input and any half-built unit, and starts
         over as on a new stream: the timestamps of the new upstream are
         unrelated to those before (MPEG-TS unwrapping, the H.264 picture
-        count start again; see :class:`trio_msink.cli._timeline.Timeline`
-        for keeping the Sink's pacing right across it), and ``auto`` probes
-        the format again. Nothing is emitted until the new stream's headers
-        (MPEG-TS: PAT and PMT; H.264: SPS and PPS; none for raw) and then a
-        keyframe have arrived, so the first buffer emitted after a restart
-        is a keyframe. :attr:`streamheader` keeps the old headers until
-        then; on the call that returns that keyframe it holds the new ones,
-        and :attr:`header_changed` is True if they differ from the headers
-        before the restart.
+        count start again; docs/framing.md, "Timestamps", says how the
+        server keeps the Sink's pacing right across it), and ``auto``
+        probes the format again.
+
+        Nothing is emitted until the new stream's headers (MPEG-TS: PAT and
+        PMT; H.264: SPS and PPS; none for raw) and then a keyframe have
+        arrived, so the first buffer emitted after a restart is a keyframe.
+        :attr:`streamheader` keeps the old headers until then; on the call
+        that returns that keyframe it holds the new ones, and
+        :attr:`header_changed` is True if they differ from the headers
+        before the restart. Restarting again before that compares with the
+        headers before the first restart.
         """
         self._header_changed = False
         if self._gate is None:

@@ -145,6 +145,7 @@ class AutoFramer(Framer):
     def _restart(self) -> None:
         self._probe = bytearray()
         if self._framer is not None:
+            self._framer.restart()  # drops what it holds now, not after probing
             self._previous = self._framer
         self._framer = None
 

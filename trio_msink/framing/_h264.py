@@ -5,7 +5,7 @@ from __future__ import annotations
 from .._buffer import Buffer
 from ._base import DEFAULT_MAX_UNIT_SIZE, Framer, check_rate, check_size
 from ._nal import START_CODE, h264_is_vcl, parse_ue
-from ._sps import sps_frame_rate
+from ._sps import SpsInfo, field_picture, parse_sps
 
 __all__ = ["H264Framer"]
 
@@ -17,6 +17,10 @@ _UNIT_OPENERS = frozenset({_SEI, _SPS, _PPS, 14, 15, 16, 17, 18})
 # Parameter sets are a few dozen bytes; one this large is garbage.
 _MAX_PARAMETER_SET = 4096
 _HEADER_START_CODE = b"\x00\x00\x00\x01"
+# Bytes of a slice NAL that hold field_pic_flag: the header byte, three
+# ue(v) of at most a few bytes each and frame_num (at most 16 bits), with
+# room for emulation prevention bytes.
+_SLICE_HEAD = 24
 
 
 class H264Framer(Framer):
@@ -38,7 +42,9 @@ class H264Framer(Framer):
     that of the latest SPS with timing info; with a rate, the n-th picture
     (from 0) gets ``pts = n / rate`` and ``duration = 1 / rate`` (when the
     SPS's rate changes, the pictures after it are spaced by the new one,
-    continuing from where the old one left). Pictures before any rate is
+    continuing from where the old one left). A field coded as its own
+    access unit (field_pic_flag, in a stream whose SPS allows fields)
+    counts as half a picture. Pictures before any rate is
     known, and every picture when none ever is, carry no timestamps. Since
     pictures are counted in stream order, these timestamps follow the
     decode order, B-frames or not. A unit over ``max_unit_size`` bytes is
@@ -69,8 +75,10 @@ class H264Framer(Framer):
         self._parameter_set: bytearray | None = None  # SPS/PPS being collected
         self._sps: dict[int, bytes] = {}
         self._pps: dict[int, bytes] = {}
+        self._sps_info: SpsInfo | None = None  # the latest SPS's
         self._sps_rate: float | None = None  # from the latest SPS with timing info
-        self._pictures = 0  # pictures timed at the current rate
+        self._slice_head: bytearray | None = None  # first bytes of the unit's first slice
+        self._ticks = 0  # half-frames timed at the current rate
         self._pts_base = 0.0  # pts of the first of them
         self._rate: float | None = None  # the rate they are timed at
         self._unit = bytearray()
@@ -137,6 +145,9 @@ class H264Framer(Framer):
             self._discarded += end - start
             return
         chunk = buf[start:end]
+        head = self._slice_head
+        if head is not None and len(head) < _SLICE_HEAD:
+            head += chunk[: _SLICE_HEAD - len(head)]
         if self._parameter_set is not None:
             if len(self._parameter_set) + len(chunk) > _MAX_PARAMETER_SET:
                 self._parameter_set = None
@@ -171,6 +182,11 @@ class H264Framer(Framer):
             self._emit(out)
         self._in_nal = True
         self._nal_type = nal_type
+        if vcl and not self._unit_has_picture:
+            sps = self._sps_info
+            # Only a stream that may code fields needs the slice header.
+            if sps is not None and not sps.frame_mbs_only:
+                self._slice_head = bytearray()
         if vcl:
             self._unit_has_picture = True
             self._unit_idr = self._unit_idr or nal_type == _IDR
@@ -192,12 +208,22 @@ class H264Framer(Framer):
             return
         table[parsed[1]] = body
         if parsed[0] == _SPS:
-            rate = sps_frame_rate(body)
-            if rate is not None:
-                self._sps_rate = rate
+            info = parse_sps(body)
+            if info is not None:
+                self._sps_info = info
+                if info.rate is not None:
+                    self._sps_rate = info.rate
         sets = [nal for _, nal in sorted(self._sps.items())]
         sets += [nal for _, nal in sorted(self._pps.items())]
         self._set_streamheader([Buffer(_HEADER_START_CODE + nal, header=True) for nal in sets])
+
+    def _field_unit(self) -> bool:
+        """Whether the unit being emitted is a single field (half a frame)."""
+        head, sps = self._slice_head, self._sps_info
+        if head is None or sps is None:
+            return False
+        body = bytes(head[head.find(START_CODE) + 3 :])
+        return field_picture(body, sps) is True
 
     def _emit(self, out: list[Buffer]) -> None:
         if not self._unit:
@@ -208,10 +234,13 @@ class H264Framer(Framer):
             if rate != self._rate:
                 # A new rate spaces the pictures from here on.
                 if self._rate is not None:
-                    self._pts_base += self._pictures / self._rate
-                self._rate, self._pictures = rate, 0
-            pts, duration = self._pts_base + self._pictures / rate, 1 / rate
-            self._pictures += 1
+                    self._pts_base += self._ticks / (2 * self._rate)
+                self._rate, self._ticks = rate, 0
+            ticks = 1 if self._field_unit() else 2
+            pts = self._pts_base + self._ticks / (2 * rate)
+            duration = ticks / (2 * rate)
+            self._ticks += ticks
+        self._slice_head = None
         key = self._unit_idr and not self._unit_cut
         buffer = Buffer(bytes(self._unit), pts=pts, duration=duration, delta_unit=not key)
         if self._admit(buffer):

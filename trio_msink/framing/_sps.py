@@ -1,8 +1,11 @@
-"""The frame rate an H.264 sequence parameter set declares (VUI timing info)."""
+"""What the H.264 framer reads from sequence parameter sets and slice
+headers: the frame rate (VUI timing info), and whether a picture is a field."""
 
 from __future__ import annotations
 
-__all__ = ["sps_frame_rate"]
+from typing import NamedTuple
+
+__all__ = ["SpsInfo", "field_picture", "parse_sps", "sps_frame_rate"]
 
 # profile_idc values whose SPS carries chroma format, bit depths and scaling
 # matrices (H.264 7.3.2.1.1).
@@ -71,6 +74,19 @@ def _skip_scaling_list(bits: _Bits, size: int) -> None:
         last = nxt or last
 
 
+class SpsInfo(NamedTuple):
+    """The fields of an SPS the framer uses."""
+
+    #: Frames per second from the VUI timing info, or None.
+    rate: float | None
+    #: frame_mbs_only_flag: False when pictures may be coded as fields.
+    frame_mbs_only: bool
+    #: Bits of frame_num in a slice header.
+    frame_num_bits: int
+    #: separate_colour_plane_flag (a slice header then has colour_plane_id).
+    separate_colour_plane: bool
+
+
 def sps_frame_rate(nal: bytes) -> float | None:
     """Frames per second declared by the SPS NAL unit ``nal`` (its header
     byte first, no start code): ``time_scale / (2 * num_units_in_tick)``
@@ -78,26 +94,52 @@ def sps_frame_rate(nal: bytes) -> float | None:
     the rate is outside 0.1-1000.
 
     The formula counts two ticks a frame (H.264 E.2.1, as ffmpeg and x264
-    read it): right for progressive frames and for field pairs coded as
-    one access unit.
+    read it); a field coded as its own access unit lasts one tick (see
+    :func:`field_picture`).
     """
+    info = parse_sps(nal)
+    return info.rate if info is not None else None
+
+
+def parse_sps(nal: bytes) -> SpsInfo | None:
+    """The :class:`SpsInfo` of the SPS NAL unit ``nal`` (header byte first),
+    or None if it is not one or is cut short before frame_mbs_only_flag."""
     if not nal or nal[0] & 0x1F != 7:
         return None
-    bits = _Bits(_rbsp(nal))
     try:
-        return _frame_rate(bits)
+        return _parse_sps(_Bits(_rbsp(nal)))
     except _Truncated:
         return None
 
 
-def _frame_rate(bits: _Bits) -> float | None:
+def field_picture(nal: bytes, sps: SpsInfo) -> bool | None:
+    """Whether the slice NAL unit ``nal`` (header byte first; its first bytes
+    are enough) codes a field rather than a frame, per its field_pic_flag;
+    None if it cannot be read."""
+    if sps.frame_mbs_only:
+        return False
+    bits = _Bits(_rbsp(nal))
+    try:
+        bits.ue()  # first_mb_in_slice
+        bits.ue()  # slice_type
+        bits.ue()  # pic_parameter_set_id
+        if sps.separate_colour_plane:
+            bits.u(2)  # colour_plane_id
+        bits.u(sps.frame_num_bits)  # frame_num
+        return bool(bits.u(1))  # field_pic_flag
+    except _Truncated:
+        return None
+
+
+def _parse_sps(bits: _Bits) -> SpsInfo:
+    separate_colour_plane = False
     profile = bits.u(8)
     bits.u(16)  # constraint flags, level_idc
     bits.ue()  # seq_parameter_set_id
     if profile in _HIGH_PROFILES:
         chroma_format = bits.ue()
         if chroma_format == 3:
-            bits.u(1)  # separate_colour_plane_flag
+            separate_colour_plane = bool(bits.u(1))
         bits.ue()  # bit_depth_luma_minus8
         bits.ue()  # bit_depth_chroma_minus8
         bits.u(1)  # qpprime_y_zero_transform_bypass_flag
@@ -105,7 +147,9 @@ def _frame_rate(bits: _Bits) -> float | None:
             for i in range(8 if chroma_format != 3 else 12):
                 if bits.u(1):
                     _skip_scaling_list(bits, 16 if i < 6 else 64)
-    bits.ue()  # log2_max_frame_num_minus4
+    frame_num_bits = bits.ue() + 4  # log2_max_frame_num_minus4
+    if frame_num_bits > 16:
+        raise _Truncated  # beyond the range H.264 allows: not an SPS
     poc_type = bits.ue()
     if poc_type == 0:
         bits.ue()  # log2_max_pic_order_cnt_lsb_minus4
@@ -119,8 +163,18 @@ def _frame_rate(bits: _Bits) -> float | None:
     bits.u(1)  # gaps_in_frame_num_value_allowed_flag
     bits.ue()  # pic_width_in_mbs_minus1
     bits.ue()  # pic_height_in_map_units_minus1
-    if not bits.u(1):  # frame_mbs_only_flag
+    frame_mbs_only = bool(bits.u(1))
+    if not frame_mbs_only:
         bits.u(1)  # mb_adaptive_frame_field_flag
+    info = SpsInfo(None, frame_mbs_only, frame_num_bits, separate_colour_plane)
+    try:
+        return info._replace(rate=_frame_rate(bits))
+    except _Truncated:
+        return info
+
+
+def _frame_rate(bits: _Bits) -> float | None:
+    """The rate from the VUI, ``bits`` just after mb_adaptive_frame_field_flag."""
     bits.u(1)  # direct_8x8_inference_flag
     if bits.u(1):  # frame_cropping_flag
         for _ in range(4):

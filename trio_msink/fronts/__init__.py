@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .. import Sink
+from .._sockopts import find_socket
 
 if TYPE_CHECKING:
     from .anyio import AnyioSendStream, AnyioStream
@@ -198,15 +199,11 @@ def peer_address(stream: object) -> str | None:
     """The remote address of ``stream`` as ``"host:port"``, looking through
     ``SSLStream``-like layers (``transport_stream``); ``None`` when there is
     no socket (memory streams, pipes) or the peer is already gone."""
-    for _ in range(4):
-        sock = getattr(stream, "socket", None)
-        if sock is not None:
-            try:
-                return format_address(sock.getpeername())
-            except (OSError, AttributeError):
-                return None
-        stream = getattr(stream, "transport_stream", None)
-        if stream is None:
-            return None
-    return None
+    sock = find_socket(stream)
+    if sock is None:
+        return None
+    try:
+        return format_address(sock.getpeername())
+    except (OSError, AttributeError):
+        return None
 

@@ -31,6 +31,7 @@ import html
 import json
 import logging
 import string
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from http import HTTPStatus
 from typing import Any
@@ -73,17 +74,26 @@ _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1024 * 1024
 
 
-def stats_document(sink: Sink, registry: ClientRegistry) -> dict[str, Any]:
-    """The ``/stats`` JSON document: ``{"sink": {...}, "clients": [...]}``.
+def stats_document(sink: Sink, registry: ClientRegistry,
+                   source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``/stats`` JSON document: ``{"sink": {...}, "clients": [...]}``,
+    plus ``"source": {...}`` when ``source`` is given.
 
     ``sink`` holds the four fields of :meth:`Sink.statistics`
     (``num_handles``, ``bytes_to_serve``, ``bytes_served``,
     ``buffers_queued``); ``clients`` is :meth:`ClientRegistry.snapshot`.
+    ``source`` is where the stream comes from, as the server reports it
+    (``trio-msink serve``: ``spec``, ``state``, ``uptime`` in seconds,
+    ``bytes_in``, ``bitrate_in`` in bits per second, ``reconnects``,
+    ``last_error``).
     """
-    return {
+    doc: dict[str, Any] = {
         "sink": dataclasses.asdict(sink.statistics()),
         "clients": registry.snapshot(sink),
     }
+    if source is not None:
+        doc["source"] = source
+    return doc
 
 
 def _reason(status: int) -> bytes:
@@ -107,6 +117,8 @@ class HttpFront:
     ``content_type`` is sent with ``/stream``; ``stream_path``,
     ``stats_path`` and ``page_path`` name the three resources. Timeouts are
     seconds; ``max_header_size`` is bytes (oversized heads get 431).
+    ``source_status``, if given, returns the ``"source"`` object of
+    ``/stats`` and the page (see :func:`stats_document`).
     ``gate`` (a ``Gate`` of ``trio_msink.fronts._access``, default none)
     decides who may make which request (tokens, the viewers' limits; see
     docs/security.md): a refused request gets its 401, 403 or 503.
@@ -126,6 +138,7 @@ class HttpFront:
         stream_path: str = "/stream",
         stats_path: str = "/stats",
         page_path: str = "/",
+        source_status: Callable[[], dict[str, Any] | None] | None = None,
         gate: Gate | None = None,
     ) -> None:
         if header_timeout < 0 or response_timeout < 0:
@@ -142,6 +155,7 @@ class HttpFront:
         self.stream_path = stream_path
         self.stats_path = stats_path
         self.page_path = page_path
+        self.source_status = source_status
         self.gate = gate
         # Validate once so a bad content type fails here, not per request.
         _stream_head(self._stream_headers())
@@ -212,10 +226,12 @@ class HttpFront:
         if path == self.stream_path:
             return await self._serve_stream(stream, head)
         if path == self.stats_path:
-            body = json.dumps(stats_document(self.sink, self.registry)).encode()
+            source = self.source_status() if self.source_status is not None else None
+            body = json.dumps(stats_document(self.sink, self.registry, source)).encode()
             await self._send_simple(conn, stream, 200, body, "application/json", head=head)
         else:
-            body = render_page(self.sink, self.registry, self.stats_path).encode()
+            source = self.source_status() if self.source_status is not None else None
+            body = render_page(self.sink, self.registry, self.stats_path, source).encode()
             await self._send_simple(conn, stream, 200, body, "text/html; charset=utf-8",
                                     head=head)
         return None
@@ -335,6 +351,9 @@ def _stream_head(headers: list[tuple[str, str]]) -> bytes:
 # (JSON key and element id, column label)
 _SINK_FIELDS = (("num_handles", "clients"), ("bytes_to_serve", "bytes to serve"),
                 ("bytes_served", "bytes served"), ("buffers_queued", "buffers queued"))
+_SOURCE_FIELDS = (("spec", "source"), ("state", "state"), ("uptime", "uptime (s)"),
+                  ("bytes_in", "bytes in"), ("bitrate_in", "bitrate in (bit/s)"),
+                  ("reconnects", "reconnects"), ("last_error", "last error"))
 _CLIENT_FIELDS = (("address", "address"), ("front", "front"), ("status", "status"),
                   ("bytes_sent", "bytes sent"), ("lag_buffers", "lag (buffers)"),
                   ("lag_bytes", "lag (bytes)"), ("buffers_dropped", "dropped"))
@@ -351,6 +370,9 @@ th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; } td { text-align: right;
 <h1>trio_msink</h1>
 <p>JSON: <a href="$stats_path">$stats_path</a> &middot;
 <span id="updated">not updated yet</span></p>
+<table id="source-stats"$source_hidden>
+$source_rows
+</table>
 <table id="sink-stats">
 $sink_rows
 </table>
@@ -364,6 +386,7 @@ $client_rows
 const STATS_URL = $stats_url;
 const SINK_FIELDS = $sink_fields;
 const CLIENT_FIELDS = $client_fields;
+const SOURCE_FIELDS = $source_fields;
 async function refresh() {
   const updated = document.getElementById("updated");
   try {
@@ -371,6 +394,13 @@ async function refresh() {
     const stats = await response.json();
     for (const key of SINK_FIELDS) {
       document.getElementById(key).textContent = stats.sink[key];
+    }
+    if (stats.source) {
+      document.getElementById("source-stats").hidden = false;
+      for (const key of SOURCE_FIELDS) {
+        const value = stats.source[key];
+        document.getElementById("source-" + key).textContent = value === null ? "" : value;
+      }
     }
     const rows = stats.clients.map((client) => {
       const tr = document.createElement("tr");
@@ -401,19 +431,28 @@ def _js_literal(value: object) -> str:
     return json.dumps(value).replace("</", "<\\/")
 
 
-def render_page(sink: Sink, registry: ClientRegistry, stats_path: str = "/stats") -> str:
+def render_page(sink: Sink, registry: ClientRegistry, stats_path: str = "/stats",
+                source: dict[str, Any] | None = None) -> str:
     """The stats page, filled with the current numbers.
 
     Element ids: ``num_handles``, ``bytes_to_serve``, ``bytes_served``,
     ``buffers_queued`` (one ``<td>`` each, in ``table#sink-stats``); client
-    rows are ``tbody#client-rows > tr`` with one ``td.<field>`` per column.
+    rows are ``tbody#client-rows > tr`` with one ``td.<field>`` per column;
+    the source (``table#source-stats``, hidden without ``source``) has one
+    ``td#source-<field>`` per field of :func:`stats_document`'s ``source``.
     The inline script refreshes them from ``stats_path`` every second.
     """
-    doc = stats_document(sink, registry)
+    doc = stats_document(sink, registry, source)
     esc = html.escape
     sink_rows = "\n".join(
         f'<tr><th>{esc(label)}</th><td id="{key}">{doc["sink"][key]}</td></tr>'
         for key, label in _SINK_FIELDS
+    )
+    source_doc: dict[str, Any] = doc.get("source") or {}
+    source_rows = "\n".join(
+        f'<tr><th>{esc(label)}</th><td id="source-{key}">'
+        f'{esc("" if source_doc.get(key) is None else str(source_doc[key]))}</td></tr>'
+        for key, label in _SOURCE_FIELDS
     )
     client_rows = "\n".join(
         "<tr>" + "".join(
@@ -428,6 +467,9 @@ def render_page(sink: Sink, registry: ClientRegistry, stats_path: str = "/stats"
         stats_url=js(stats_path),
         sink_fields=js([key for key, _ in _SINK_FIELDS]),
         client_fields=js([key for key, _ in _CLIENT_FIELDS]),
+        source_fields=js([key for key, _ in _SOURCE_FIELDS]),
+        source_rows=source_rows,
+        source_hidden="" if source_doc else " hidden",
         sink_rows=sink_rows,
         client_head="".join(f"<th>{esc(label)}</th>" for _, label in _CLIENT_FIELDS),
         client_rows=client_rows,

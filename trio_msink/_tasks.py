@@ -1,6 +1,11 @@
-"""Writer tasks: hand a client's waiting buffers to its stream.
+"""A client's tasks: the writer that hands its waiting buffers to its stream,
+and the reader that notices when the peer closes.
 
-Two strategies, chosen per stream:
+:func:`run_client` runs both inside the client's cancel scope (``remove``
+cancels it) and turns what they raise into a removal: ``CLOSED`` for a
+broken or closed stream, ``ERROR`` for anything else; nothing escapes.
+
+Two writing strategies, chosen per stream:
 
 * :func:`write_socket` for a plain ``trio.SocketStream``: one non-blocking
   ``writev`` carries as many waiting buffers as the socket accepts (up to
@@ -19,16 +24,70 @@ removed the client).
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 
 import trio
 
 from ._buffer import Buffer
 from ._client import Client
 from ._direct import IOV_MAX, MAX_BYTES_PER_WRITE, DirectWriter
+from ._enums import ClientStatus
 from ._fanout import Fanout
 
-__all__ = ["write_socket", "write_stream"]
+__all__ = ["run_client", "write_socket", "write_stream"]
+
+logger = logging.getLogger("trio_msink")
+
+
+async def run_client(client: Client, fanout: Fanout, direct: DirectWriter,
+                     handle_read: bool) -> None:
+    """Serve ``client`` until it is removed: its writer, and with
+    ``handle_read`` its reader when the stream is readable."""
+    try:
+        with client.scope:
+            async with trio.open_nursery() as nursery:
+                if handle_read and isinstance(client.stream, trio.abc.ReceiveStream):
+                    nursery.start_soon(_read, client, client.stream)
+                await _write(client, fanout, direct)
+                nursery.cancel_scope.cancel()
+    finally:
+        client.writing = False
+        client.finished.set()
+
+
+async def _write(client: Client, fanout: Fanout, direct: DirectWriter) -> None:
+    stream = client.stream
+    try:
+        if type(stream) is trio.SocketStream and stream.socket.type == socket.SOCK_STREAM:
+            await write_socket(client, stream, fanout, direct)
+        else:
+            await write_stream(client, stream, fanout)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, BrokenPipeError,
+            ConnectionResetError):
+        client.remove(ClientStatus.CLOSED)
+    except Exception:
+        logger.debug("writing to %r failed", stream, exc_info=True)
+        client.remove(ClientStatus.ERROR)
+
+
+async def _read(client: Client, stream: trio.abc.ReceiveStream) -> None:
+    """Read until EOF (``CLOSED``); report the bytes with ``send_messages``."""
+    while True:
+        try:
+            data = await stream.receive_some()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            client.remove(ClientStatus.CLOSED)
+            return
+        except Exception:
+            logger.debug("reading from %r failed", stream, exc_info=True)
+            client.remove(ClientStatus.ERROR)
+            return
+        if not data:
+            client.remove(ClientStatus.CLOSED)
+            return
+        client.received(bytes(data))
 
 
 async def _wait_for_data(client: Client, fanout: Fanout) -> bool:

@@ -1,0 +1,56 @@
+"""The layers of docs/architecture.md: the core imports no trio and nothing
+of the shell; arrows point down only."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "trio_msink"
+
+CORE = ["_buffer", "_enums", "_history", "_inflight", "_limits", "_log", "_placement",
+        "_positions", "_properties", "_settings", "_stats"]
+SHELL = ["_client", "_clock", "_direct", "_fanout", "_sink", "_sockopts", "_tasks"]
+
+
+def runtime_imports(module: str) -> set[str]:
+    """Modules imported when ``module`` runs (not those under TYPE_CHECKING)."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.add("." * node.level + (node.module or ""))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def test_every_library_module_is_in_a_layer() -> None:
+    modules = {p.stem for p in PACKAGE.glob("_*.py")} - {"__init__", "__main__"}
+    assert modules == set(CORE) | set(SHELL)
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_the_core_imports_no_trio_and_nothing_of_the_shell(module: str) -> None:
+    imports = runtime_imports(module)
+    assert not {name for name in imports if name.split(".")[0] in ("trio", "anyio")}
+    assert not {name for name in imports if name.lstrip(".") in SHELL}
+    assert not {name for name in imports if name.lstrip(".").split(".")[0]
+                in ("fronts", "cli", "framing")}
+
+
+@pytest.mark.parametrize("module", SHELL)
+def test_the_shell_uses_neither_fronts_nor_the_command(module: str) -> None:
+    imports = runtime_imports(module)
+    assert not {name for name in imports if name.lstrip(".").split(".")[0] in ("fronts", "cli")}

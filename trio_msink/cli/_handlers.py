@@ -1,0 +1,57 @@
+"""What every serving process (the main one and each ``--workers`` process)
+attaches to its Sink: the fronts' connection handlers and the log callbacks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from .. import ClientStatus, Sink
+from ..fronts import ClientRegistry, HttpFront, WebSocketFront
+
+__all__ = ["Handler", "front_handlers", "front_url", "logging_callbacks"]
+
+logger = logging.getLogger("trio_msink.cli")
+
+Handler = Callable[[trio.SocketStream], Awaitable[object]]
+
+
+def front_url(front: str, sockname: Any) -> str:
+    """The line printed for a listening front: ``tcp://H:P``, ``http://H:P/``, ``ws://H:P/``."""
+    host, port = sockname[0], sockname[1]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{front}://{host}:{port}" + ("" if front == "tcp" else "/")
+
+
+def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
+                   header_timeout: float,
+                   source_status: Callable[[], dict[str, Any] | None] | None = None,
+                   ) -> dict[str, Handler]:
+    """The ``trio.serve_tcp`` handler of each front, all feeding ``sink``;
+    ``source_status`` gives the ``"source"`` object of ``/stats``."""
+
+    async def tcp(stream: trio.SocketStream) -> None:
+        with registry.registered(stream, "tcp"):
+            await sink.serve(stream)
+
+    http = HttpFront(sink, content_type=content_type, registry=registry,
+                     header_timeout=header_timeout, source_status=source_status)
+    ws = WebSocketFront(sink, registry=registry)
+    return {"tcp": tcp, "http": http.serve, "ws": ws.serve_stream}
+
+
+def logging_callbacks(index: int, registry: ClientRegistry) -> dict[str, Any]:
+    """Sink callbacks that log each client event with the worker's number."""
+    name = f"worker {index}"
+
+    def added(stream: trio.abc.SendStream) -> None:
+        logger.info("%s: client added: %s", name, registry.describe(stream))
+
+    def removed(stream: trio.abc.SendStream, status: ClientStatus) -> None:
+        logger.info("%s: client removed (%s): %s", name, status.name, registry.describe(stream))
+
+    return {"on_client_added": added, "on_client_removed": removed}

@@ -1,0 +1,260 @@
+"""Pulled network sources: ``tcp://HOST:PORT`` and ``http://HOST:PORT/PATH``
+(h11 as the client), reconnected with backoff, with fallback origins.
+
+Losing the upstream is not the end of the stream. After a loss the next
+source in the list is tried at once (the same one when there is only one),
+then each failed attempt moves on to the next; when every source failed
+once in a row, the task waits :class:`Backoff`'s delay. While a fallback is
+live, the first source is probed in the background (same schedule, from
+1 s up); when it answers with data, the relay switches back to it, handing
+the probe's connection over so no byte of it is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+import h11
+import trio
+
+from ._source_state import Backoff, SourceStatus
+from ._sources import (
+    _CHUNK,
+    Item,
+    NetSpec,
+    SourceError,
+    Upstream,
+    describe_error,
+)
+
+__all__ = ["Connection", "PullSource", "log_change", "open_connection"]
+
+logger = logging.getLogger("trio_msink.cli")
+
+# Seconds a connection attempt (TCP handshake, and for HTTP the response
+# head) may take when --source-timeout is 0 (off).
+_CONNECT_TIMEOUT = 10.0
+_USER_AGENT = "trio-msink"
+
+
+def log_change(line: str | None) -> None:
+    """Log one line per source state change (``None``: no change)."""
+    if line is not None:
+        logger.info("%s", line)
+
+
+class UpstreamError(Exception):
+    """The upstream answered, but not with a stream (``HTTP 404 Not Found``)."""
+
+
+class Connection:
+    """One open upstream connection: :meth:`receive` gives its bytes, ``b""``
+    at the end. ``first`` holds bytes already read (by a probe, or after an
+    HTTP response head)."""
+
+    def __init__(self, stream: trio.SocketStream, http: h11.Connection | None = None) -> None:
+        self.stream = stream
+        self.http = http
+        self.first: list[bytes] = []
+
+    async def receive(self) -> bytes:
+        if self.first:
+            return self.first.pop(0)
+        if self.http is None:
+            return bytes(await self.stream.receive_some(_CHUNK))
+        while True:
+            event = self.http.next_event()
+            if event is h11.NEED_DATA:
+                self.http.receive_data(bytes(await self.stream.receive_some(_CHUNK)))
+            elif isinstance(event, h11.Data):
+                if event.data:
+                    return bytes(event.data)
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                return b""
+            # trailers or other events carry no stream bytes
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+
+async def open_connection(spec: NetSpec) -> Connection:
+    """Connect to ``spec``; for HTTP, send ``GET PATH`` and read the response
+    head. Raises OSError, :exc:`UpstreamError` (a non-200 answer) or
+    :exc:`h11.RemoteProtocolError`."""
+    stream = await trio.open_tcp_stream(spec.host, spec.port)
+    if spec.scheme == "tcp":
+        return Connection(stream)
+    try:
+        http = h11.Connection(h11.CLIENT)
+        request = h11.Request(method="GET", target=spec.path, headers=[
+            ("Host", spec.authority), ("User-Agent", _USER_AGENT), ("Accept", "*/*"),
+            ("Connection", "close")])
+        await stream.send_all((http.send(request) or b"") + (http.send(h11.EndOfMessage()) or b""))
+        while True:
+            event = http.next_event()
+            if event is h11.NEED_DATA:
+                http.receive_data(bytes(await stream.receive_some(_CHUNK)))
+            elif isinstance(event, h11.Response):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise UpstreamError("closed before answering")
+            # 1xx informational responses: keep reading
+        if event.status_code != 200:
+            reason = event.reason.decode("ascii", "replace")
+            raise UpstreamError(f"HTTP {event.status_code} {reason}".rstrip())
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return Connection(stream, http)
+
+
+# Failures of one attempt or one connection (anything else is a bug and
+# propagates).
+_FAILURES = (OSError, trio.TooSlowError, trio.BrokenResourceError, UpstreamError,
+             h11.RemoteProtocolError, h11.LocalProtocolError)
+
+
+class _Lost(Exception):
+    pass
+
+
+@dataclass
+class _Handover:
+    connection: Connection | None = None
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+class PullSource:
+    """Pull ``specs[0]`` (falling back to the others in turn) forever, or
+    until ``max_attempts`` attempts in a row failed (then
+    :exc:`SourceError`). ``timeout``: seconds of silence that count as a
+    loss (0: never); ``rng`` draws the jitter."""
+
+    def __init__(self, specs: list[NetSpec], *, timeout: float,
+                 max_attempts: int | None = None, rng: random.Random | None = None) -> None:
+        self.specs = specs
+        self.timeout = timeout
+        self.backoff = Backoff(max_attempts=max_attempts)
+        self.status = SourceStatus(specs[0].text)
+        self._random = rng if rng is not None else random.Random()
+
+    def _deadline(self) -> float:
+        return self.timeout if self.timeout > 0 else _CONNECT_TIMEOUT
+
+    async def _connect(self, spec: NetSpec) -> Connection:
+        with trio.fail_after(self._deadline()):
+            return await open_connection(spec)
+
+    async def listen(self) -> str | None:
+        return None
+
+    async def run(self, send: trio.MemorySendChannel[Item]) -> None:
+        async with send:
+            index = 0
+            tried = 0  # failed attempts since the last loss, for the round
+            handed: Connection | None = None
+            while True:
+                spec = self.specs[index]
+                connection, handed = handed, None
+                if connection is None:
+                    log_change(self.status.connecting(spec.text, trio.current_time()))
+                    try:
+                        connection = await self._connect(spec)
+                    except _FAILURES as exc:
+                        connection = None
+                        error = describe_error(exc)
+                if connection is not None:
+                    was_live, error, handed = await self._stream(spec, index, connection, send)
+                    if handed is not None:
+                        index = 0
+                        continue
+                    if was_live:
+                        log_change(self.status.lost(error, trio.current_time()))
+                        tried = 0
+                        index = (index + 1) % len(self.specs)
+                        continue
+                self._note_failure(spec, error)
+                tried += 1
+                index = (index + 1) % len(self.specs)
+                delay = self.backoff.failed(trio.current_time(), self._random.random())
+                if delay is None:
+                    raise SourceError(f"SOURCE {spec.text}: gave up after "
+                                      f"{self.backoff.failures} failed attempts ({error})")
+                if tried >= len(self.specs):
+                    tried = 0
+                    await trio.sleep(delay)
+
+    def _note_failure(self, spec: NetSpec, error: str) -> None:
+        previous = self.status.last_error
+        line = self.status.lost(error, trio.current_time())
+        if line is None and error != previous:
+            line = f"source {spec.text}: {self.status.state.value} ({error})"
+        log_change(line)
+
+    async def _stream(self, spec: NetSpec, index: int, connection: Connection,
+                      send: trio.MemorySendChannel[Item],
+                      ) -> tuple[bool, str, Connection | None]:
+        """Relay ``connection`` until it is lost or the first source is back.
+        Returns (whether it delivered data, why it ended, the first source's
+        connection if the probe took over)."""
+        handover = _Handover()
+        live = False
+        error = "closed by the origin"
+        async with trio.open_nursery() as nursery:
+            if index > 0:
+                nursery.start_soon(self._probe, handover)
+            with handover.scope:
+                try:
+                    while True:
+                        with trio.move_on_after(self.timeout or float("inf")) as wait:
+                            data = await connection.receive()
+                        if wait.cancelled_caught:
+                            raise _Lost(f"no data for {self.timeout:g} s")
+                        if not data:
+                            raise _Lost("closed by the origin")
+                        now = trio.current_time()
+                        if not live:
+                            live = True
+                            self.backoff.succeeded()
+                            log_change(self.status.live(spec.text, now))
+                            await send.send(Upstream(spec.text))
+                        self.status.received(len(data), now)
+                        await send.send(data)
+                except _Lost as exc:
+                    error = str(exc)
+                except _FAILURES as exc:
+                    error = describe_error(exc)
+            nursery.cancel_scope.cancel()
+        await connection.aclose()
+        if handover.connection is not None:
+            log_change(f"source {self.specs[0].text}: back, switching to it")
+        return live, error, handover.connection
+
+    async def _probe(self, handover: _Handover) -> None:
+        """While a fallback is live: try the first source now and then;
+        once it sends data, hand its connection over and stop the fallback."""
+        schedule = Backoff(initial=1.0, fast_window=0.0)
+        while True:
+            delay = schedule.failed(trio.current_time(), self._random.random())
+            await trio.sleep(delay if delay is not None else schedule.maximum)
+            try:
+                connection = await self._connect(self.specs[0])
+            except _FAILURES:
+                continue
+            try:
+                with trio.fail_after(self._deadline()):
+                    data = await connection.receive()
+            except _FAILURES:
+                data = b""
+            except BaseException:  # cancelled: the fallback ended first
+                await connection.aclose()
+                raise
+            if not data:
+                await connection.aclose()
+                continue
+            connection.first.append(data)
+            handover.connection = connection
+            handover.scope.cancel()
+            return
