@@ -10,13 +10,14 @@ from typing import Any
 import trio
 
 from .. import ClientStatus, Sink
-from ..fronts import ClientRegistry, HttpFront, WebSocketFront
+from ..fronts import ClientRegistry, HttpFront, WebSocketFront, peer_address
+from ..fronts._access import Front, Gate, Role, host_of
 
 __all__ = ["Handler", "front_handlers", "front_url", "logging_callbacks"]
 
 logger = logging.getLogger("trio_msink.cli")
 
-Handler = Callable[[trio.SocketStream], Awaitable[object]]
+Handler = Callable[[trio.abc.Stream], Awaitable[object]]
 
 
 def front_url(front: str, sockname: Any) -> str:
@@ -30,17 +31,24 @@ def front_url(front: str, sockname: Any) -> str:
 def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
                    header_timeout: float,
                    source_status: Callable[[], dict[str, Any] | None] | None = None,
-                   ) -> dict[str, Handler]:
+                   gate: Gate | None = None) -> dict[str, Handler]:
     """The ``trio.serve_tcp`` handler of each front, all feeding ``sink``;
-    ``source_status`` gives the ``"source"`` object of ``/stats``."""
+    ``source_status`` gives the ``"source"`` object of ``/stats``; ``gate``
+    decides who may watch (docs/security.md)."""
 
-    async def tcp(stream: trio.SocketStream) -> None:
+    async def tcp(stream: trio.abc.Stream) -> None:
+        if gate is not None:  # a raw TCP client is a viewer from its first byte
+            with gate.enter(Front.TCP, Role.VIEWER, host_of(peer_address(stream))) as refusal:
+                if refusal is None:
+                    with registry.registered(stream, "tcp"):
+                        await sink.serve(stream)
+            return
         with registry.registered(stream, "tcp"):
             await sink.serve(stream)
 
     http = HttpFront(sink, content_type=content_type, registry=registry,
-                     header_timeout=header_timeout, source_status=source_status)
-    ws = WebSocketFront(sink, registry=registry)
+                     header_timeout=header_timeout, source_status=source_status, gate=gate)
+    ws = WebSocketFront(sink, registry=registry, gate=gate)
     return {"tcp": tcp, "http": http.serve, "ws": ws.serve_stream}
 
 

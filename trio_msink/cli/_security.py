@@ -44,6 +44,13 @@ logger = logging.getLogger("trio_msink.cli")
 #: Seconds between checks of the token file for changes (a stat call).
 TOKEN_FILE_POLL = 1.0
 _SCHEMES = {"tcp": "tls", "http": "https", "ws": "wss"}
+# OpenSSL's reasons for refusing a certificate and key, in words ("PEM lib"
+# is what it says for a file that is not PEM, or a certificate without key).
+_SSL_REASONS = {
+    "None": "not a PEM certificate with its private key",
+    "PEM_lib": "not a PEM certificate with its private key",
+    "KEY_VALUES_MISMATCH": "the key does not belong to the certificate",
+}
 
 
 def _count(text: str) -> int:
@@ -152,31 +159,31 @@ class TlsContext:
         return self.context
 
     def _load(self) -> ssl.SSLContext:
+        # ssl names neither the file nor the flag when one cannot be read:
+        # open each first, so that the error line says which.
+        for flag, path in (("--tls-cert", self.cert), ("--tls-key", self.key)):
+            if path is None:
+                continue
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                why = (exc.strerror or str(exc)).lower()
+                raise CommandError(f"{flag} {path}: {why}") from exc
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             context.load_cert_chain(self.cert, self.key)
-        except FileNotFoundError as exc:
-            flag = "--tls-key" if self.key is not None and exc.filename == self.key else ""
-            raise CommandError(_file_error(flag, self.cert, self.key, exc)) from exc
         except (OSError, ssl.SSLError) as exc:
-            raise CommandError(_file_error("", self.cert, self.key, exc)) from exc
+            reason = getattr(exc, "reason", None)
+            why = _SSL_REASONS.get(str(reason), str(reason or exc).replace("_", " ").lower())
+            names = f"--tls-cert {self.cert}" + (f" --tls-key {self.key}" if self.key else "")
+            raise CommandError(f"{names}: cannot load the certificate and key ({why})") from exc
         return context
 
     def reload(self) -> None:
         """Load the certificate and key again (the old context stays in
         force if that fails: :class:`CommandError`)."""
         self.context = self._load()
-
-
-def _file_error(flag: str, cert: str, key: str | None, exc: Exception) -> str:
-    why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
-    why = str(why).replace("_", " ").lower()
-    if flag == "--tls-key":
-        return f"--tls-key {key}: {why}"
-    if isinstance(exc, FileNotFoundError) and exc.filename in (None, cert):
-        return f"--tls-cert {cert}: {why}"
-    names = f"--tls-cert {cert}" + (f" --tls-key {key}" if key else "")
-    return f"{names}: cannot load the certificate and key ({why})"
 
 
 @dataclass
@@ -195,6 +202,16 @@ class Security:
         read, or ``--tls-key`` without ``--tls-cert``."""
         if args.tls_key is not None and args.tls_cert is None:
             raise CommandError("--tls-key needs --tls-cert")
+        given = [flag for flag, value in (
+            ("--token", args.token), ("--token-file", args.token_file),
+            ("--admin-token", args.admin_token), ("--allow", args.allow),
+            ("--ws-origin", args.ws_origin), ("--max-clients", args.max_clients),
+            ("--max-clients-per-ip", args.max_clients_per_ip), ("--tls-cert", args.tls_cert),
+        ) if value]
+        if given and getattr(args, "workers", 1) > 1:
+            # the worker processes serve connections handed over as bare
+            # sockets, without the gate or TLS
+            raise CommandError(f"{given[0]} is not supported with --workers yet")
         try:
             tokens = Tokens(args.token, args.token_file)
         except OSError as exc:

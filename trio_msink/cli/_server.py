@@ -5,6 +5,7 @@ one Sink (and with ``--workers`` by the workers' Sinks too) to every front
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 import sys
@@ -20,6 +21,7 @@ from ._defaults import DEFAULT_FORMAT_BEFORE_DETECTION, format_defaults
 from ._display import Display
 from ._errors import CommandError
 from ._handlers import front_handlers, front_url, logging_callbacks
+from ._security import Security
 from ._sources import Item, Source, Upstream, listen_error, open_source
 from ._timeline import Timeline
 from ._workers import Output, Relay, WorkerPool
@@ -57,6 +59,7 @@ class Server:
         self.registry = ClientRegistry()
         self.display = Display(self.registry, interactive=sys.stderr.isatty())
         self.display.source = self.source.status
+        self.security = Security.from_args(args, list(fronts))
 
     def source_status(self) -> dict[str, Any]:
         """The ``"source"`` object of ``/stats``."""
@@ -89,7 +92,9 @@ class Server:
 
     async def _run(self) -> None:
         listeners = await self._open_listeners()
-        urls = [front_url(front, ls[0].socket.getsockname()) for front, ls in listeners.items()]
+        urls = [self.security.url(front_url(front, ls[0].socket.getsockname()))
+                for front, ls in listeners.items()]
+        self._tell_gate(listeners)
         ingest = await self.source.listen()
         if ingest is not None:  # push ingest: publishers need its address too
             urls.append(ingest)
@@ -104,12 +109,15 @@ class Server:
             async with Sink(**self.props, **callbacks) as sink:
                 self.display.sink = sink
                 local = front_handlers(sink, self.registry, self.content_type,
-                                       self.args.header_timeout, self.source_status)
+                                       self.args.header_timeout, self.source_status,
+                                       self.security.gate if pool is None else None)
+                accept = self.security.accept_loop(self.args.header_timeout)
                 async with trio.open_nursery() as handlers:
                     async with trio.open_nursery() as main:
+                        await main.start(self.security.watch)  # SIGHUP before the URLs
                         for front, front_listeners in listeners.items():
                             if pool is None:
-                                main.start_soon(partial(trio.serve_listeners, local[front],
+                                main.start_soon(partial(accept.serve, local[front],
                                                         front_listeners,
                                                         handler_nursery=handlers))
                                 continue
@@ -135,6 +143,18 @@ class Server:
             if pool is not None:
                 with trio.CancelScope(shield=True):
                     await pool.close()
+
+    def _tell_gate(self, listeners: dict[str, list[trio.SocketListener]]) -> None:
+        """The server's own pages (the HTTP front) and listening hosts are
+        origins its WebSocket front admits (docs/security.md)."""
+        gate = self.security.gate
+        for front, opened in listeners.items():
+            for listener in opened:
+                host, port = listener.socket.getsockname()[:2]
+                if front == "http":
+                    gate.page_ports.add(port)
+                if not ipaddress.ip_address(host).is_unspecified:
+                    gate.listen_hosts.add(host)
 
     async def _open_listeners(self) -> dict[str, list[trio.SocketListener]]:
         """Every front's listening sockets, before anything is printed;
