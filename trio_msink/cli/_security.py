@@ -237,10 +237,6 @@ class Security:
         if gate.tokens.enabled and not gate.admin_tokens.enabled:
             logger.warning("/stats and the page need --admin-token, which is not set: "
                            "they refuse everyone")
-        admission = gate.admission
-        assert admission is not None
-        logger.debug("fd limit %d: at most %d viewers (%d per address)", self.fd_limit,
-                     admission.max_clients, admission.max_per_ip)
 
     def accept_loop(self, handshake_timeout: float) -> AcceptLoop:
         """An accept loop for the fronts with this gate and TLS."""
