@@ -126,6 +126,8 @@ async def test_tls_on_every_front_with_real_clients(certs: Certs) -> None:
             https = f"https://127.0.0.1:{server.port('https')}/stream"
             assert_decoded(await ffmpeg_decode(https, "-tls_verify", "1",
                                                "-ca_file", str(certs.ca)))
+            tls = f"tls://127.0.0.1:{server.port('tls')}?cafile={certs.ca}&verify=1"
+            assert_decoded(await ffmpeg_decode(tls))
             async with open_websocket_url(f"wss://127.0.0.1:{server.port('wss')}/",
                                           ssl_context=certs.client) as conn:
                 message = await conn.get_message()
