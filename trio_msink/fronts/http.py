@@ -214,10 +214,16 @@ class HttpFront:
     def _enter(self, stream: trio.abc.Stream, path: str,
                request: h11.Request) -> AbstractContextManager[Refusal | None]:
         """The gate's verdict on a request (docs/security.md): the operator's
-        paths need the operator's token, the stream counts as a viewer."""
+        paths need the operator's token, the stream is a viewer's; other
+        resources (static files, the clock) hold no data and are public."""
+        if path in {self.stats_path, self.page_path}:
+            role = Role.OPERATOR
+        elif path == self.stream_path:
+            role = Role.VIEWER
+        else:
+            return nullcontext(None)
         if self.gate is None:
             return nullcontext(None)
-        role = Role.OPERATOR if path in {self.stats_path, self.page_path} else Role.VIEWER
         return self.gate.enter(Front.HTTP, role, host_of(peer_address(stream)),
                                request.target, request.headers)
 

@@ -227,23 +227,27 @@ class WebSocketFront:
         """Accept ``request`` and serve the connection until the client is
         removed, then close it. Never raises for anything the peer does, nor
         when the sink is already closed (the client is then closed with
-        code 1001, "going away")."""
-        if self.path is not None and request.path.split("?", 1)[0] != self.path:
-            with contextlib.suppress(ConnectionClosed):
-                await request.reject(404, body=b"no stream here\n")
-            return
+        code 1001, "going away"). With a ``gate``, a refused client is
+        turned away first, whatever path it asks for."""
         with self._enter(request) as refusal:
             if refusal is not None:
                 await _refuse(request, refusal)
                 return
-            try:
-                connection = await request.accept()
-            except ConnectionClosed:
-                return
-            try:
-                await self.serve_connection(connection)
-            except trio.ClosedResourceError:
-                logger.debug("the sink is closed: WebSocket client %s refused", connection)
+            await self._accept_and_serve(request)
+
+    async def _accept_and_serve(self, request: WebSocketRequest) -> None:
+        if self.path is not None and request.path.split("?", 1)[0] != self.path:
+            with contextlib.suppress(ConnectionClosed):
+                await request.reject(404, body=b"no stream here\n")
+            return
+        try:
+            connection = await request.accept()
+        except ConnectionClosed:
+            return
+        try:
+            await self.serve_connection(connection)
+        except trio.ClosedResourceError:
+            logger.debug("the sink is closed: WebSocket client %s refused", connection)
 
     def _enter(self, request: WebSocketRequest) -> AbstractContextManager[Refusal | None]:
         """The gate's verdict on a handshake (docs/security.md): origin,
