@@ -312,3 +312,21 @@ async def test_at_the_fd_limit_accept_backs_off_without_a_traceback_storm() -> N
             with trio.fail_after(10):
                 assert await http_status(http, "/stats") == 200
             assert await http_status(http, "/stream") == 200
+
+
+async def test_start_up_raises_the_fd_limit_and_warns_about_an_open_tcp_front() -> None:
+    def soft_below_hard() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 512))
+
+    args = [*SERVE_TEST, "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--token", "t"]
+    with trio.fail_after(60):
+        async with run_server(args, fronts=2, preexec_fn=soft_below_hard) as server:
+            limits = await trio.Path(f"/proc/{server.process.pid}/limits").read_text()
+            line = next(ln for ln in limits.splitlines() if ln.startswith("Max open files"))
+            assert line.split()[3:5] == ["512", "512"]
+            await server.wait_log(b"the TCP front cannot carry a token")
+            await server.wait_log(b"/stats and the page need --admin-token")
+            # a TCP viewer needs no token (it cannot send one); HTTP does
+            async with await trio.open_tcp_stream("127.0.0.1", server.port("tcp")) as tcp:
+                assert await tcp.receive_some()
+            assert await http_status(server.port("http"), "/stream") == 401
