@@ -538,3 +538,22 @@ def test_auto_detected_format_brings_its_defaults_except_the_flags_given() -> No
     assert output.properties == [format_defaults("raw", {"timeout"})]
     assert output.properties[0]["sync_method"] == SyncMethod.LATEST
     assert "timeout" not in output.properties[0]
+
+
+async def test_every_worker_process_reports_the_source_on_stats() -> None:
+    with trio.fail_after(40):
+        async with run_server(["serve", "test", "--workers", "2", "--http", "127.0.0.1:0"],
+                              fronts=1) as server:
+            await server.wait_log(b"source test: live")
+            await trio.sleep(1.5)  # the status reaches the workers once a second
+            sources = []
+            for _ in range(4):  # connections are dealt round robin over the 2 processes
+                stream = await trio.open_tcp_stream("127.0.0.1", server.port("http"))
+                await stream.send_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+                response = b""
+                async for chunk in stream:
+                    response += chunk
+                sources.append(json.loads(response.split(b"\r\n\r\n", 1)[1]).get("source"))
+    assert all(s is not None and s["spec"] == "test" and s["state"] == "live"
+               for s in sources), sources
+    assert all(s["bytes_in"] > 0 for s in sources)

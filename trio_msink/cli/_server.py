@@ -232,7 +232,8 @@ class Server:
                     started = True
                     continue
                 await self._send_all(output, self.framer.feed(item))
-                output.set_source_status(self.source_status(), trio.current_time())
+                if output.pool is not None:  # the workers' /stats show the source too
+                    output.set_source_status(self.source_status(), trio.current_time())
                 await output.send_batch()
         await self._send_all(output, self.framer.flush())
         await output.send_batch()

@@ -5,8 +5,8 @@ Losing the upstream is not the end of the stream. After a loss the next
 source in the list is tried at once (the same one when there is only one),
 then each failed attempt moves on to the next; when every source failed
 once in a row, the task waits :class:`Backoff`'s delay. While a fallback is
-live, the first source is probed in the background (same schedule, from
-1 s up); when it answers with data, the relay switches back to it, handing
+live, the first source is probed in the background (after 1 s, then 2, 4,
+8 and every 10 s); when it answers with data, the relay switches back to it, handing
 the probe's connection over so no byte of it is lost.
 """
 
@@ -235,7 +235,7 @@ class PullSource:
     async def _probe(self, handover: _Handover) -> None:
         """While a fallback is live: try the first source now and then;
         once it sends data, hand its connection over and stop the fallback."""
-        schedule = Backoff(initial=1.0, fast_window=0.0)
+        schedule = Backoff(fast_window=0.0)  # 1, 2, 4, 8, then every 10 s
         while True:
             delay = schedule.failed(trio.current_time(), self._random.random())
             await trio.sleep(delay if delay is not None else schedule.maximum)
