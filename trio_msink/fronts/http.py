@@ -393,10 +393,15 @@ const STATS_URL = $stats_url;
 const SINK_FIELDS = $sink_fields;
 const CLIENT_FIELDS = $client_fields;
 const SOURCE_FIELDS = $source_fields;
+// The page was opened with the operator's ?token= (docs/security.md): pass it on.
+function withToken(url) {
+  const token = new URLSearchParams(location.search).get("token");
+  return token ? url + "?token=" + encodeURIComponent(token) : url;
+}
 async function refresh() {
   const updated = document.getElementById("updated");
   try {
-    const response = await fetch(STATS_URL, {cache: "no-store"});
+    const response = await fetch(withToken(STATS_URL), {cache: "no-store"});
     const stats = await response.json();
     for (const key of SINK_FIELDS) {
       document.getElementById(key).textContent = stats.sink[key];
