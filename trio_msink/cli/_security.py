@@ -21,6 +21,8 @@ import trio
 
 from ..fronts._accept import AcceptLoop
 from ..fronts._access import (
+    DEFAULT_MAX_CLIENTS_CAP,
+    FD_OVERHEAD,
     OPERATOR_RESERVE,
     Admission,
     Gate,
@@ -108,8 +110,9 @@ def add_security_flags(parser: argparse.ArgumentParser) -> None:
                        help="a browser origin (https://host:port, or *) allowed to open "
                             "WebSockets besides the server's own pages; repeatable")
     group.add_argument("--max-clients", type=_count, default=None, metavar="N",
-                       help="viewers over all fronts (default: from the fd limit, "
-                            f"limit - 32 - {OPERATOR_RESERVE})")
+                       help="viewers over all fronts (default: the fd limit - "
+                            f"{FD_OVERHEAD} - {OPERATOR_RESERVE}, at most "
+                            f"{DEFAULT_MAX_CLIENTS_CAP})")
     group.add_argument("--max-clients-per-ip", type=_count, default=None, metavar="N",
                        help="viewers from one address (default: --max-clients)")
     group.add_argument("--tls-cert", metavar="FILE", default=None,

@@ -153,7 +153,11 @@ class Server:
                 host, port = listener.socket.getsockname()[:2]
                 if front == "http":
                     gate.page_ports.add(port)
-                if not ipaddress.ip_address(host).is_unspecified:
+                try:
+                    unspecified = ipaddress.ip_address(host.split("%", 1)[0]).is_unspecified
+                except ValueError:  # not an IP address: nothing to compare origins with
+                    continue
+                if not unspecified:
                     gate.listen_hosts.add(host)
 
     async def _open_listeners(self) -> dict[str, list[trio.SocketListener]]:
