@@ -151,6 +151,11 @@ async def test_per_address_limit() -> None:
             await first.send_all(get("/stream"))
             assert (await read_head(first))[0] == 200
             assert (await fetch(f.http, get("/stream"))).status == 503
+            # another address (loopback is a /8) has its own count
+            other = await trio.open_tcp_stream("127.0.0.1", f.http, local_address="127.0.0.2")
+            async with other:
+                await other.send_all(get("/stream"))
+                assert (await read_head(other))[0] == 200
 
 
 async def test_connections_over_the_reserve_are_closed_at_once() -> None:
@@ -183,10 +188,16 @@ async def test_allow_closes_other_addresses_at_once_on_every_front() -> None:
                     await client.send_all(get("/stats"))
                     assert await read_all(client) == b""
             assert f.loop.refused == 3
-    open_gate = Gate(allow=["127.0.0.0/8"])
+    one_address = Gate(allow=["127.0.0.2/32"])
     with trio.fail_after(20):
-        async with fronts(open_gate) as f:
-            assert (await fetch(f.http, get("/stats"))).status == 200
+        async with fronts(one_address) as f:
+            async with await trio.open_tcp_stream("127.0.0.1", f.http) as refused:
+                await refused.send_all(get("/stats"))
+                assert await read_all(refused) == b""
+            allowed = await trio.open_tcp_stream("127.0.0.1", f.http, local_address="127.0.0.2")
+            async with allowed:
+                await allowed.send_all(get("/stats"))
+                assert (await read_all(allowed)).startswith(b"HTTP/1.1 200 ")
 
 
 # -- WebSocket -----------------------------------------------------------------------------------
