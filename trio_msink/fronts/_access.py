@@ -5,13 +5,14 @@ questions at the points where they decide (a connection accepted, a request
 head parsed, a WebSocket handshake received) and act on the answer. The
 rules, their defaults and why are in docs/security.md.
 
-* :class:`Tokens`: the accepted tokens, fixed ones and a token file that
-  can be re-read; a presented token is compared against each in constant
-  time (``hmac.compare_digest`` of SHA-256 digests, so the time depends on
-  neither the token nor its length), and tokens are never logged.
-* :class:`Admission`: counts connections and viewers, in total and per
-  address, against the limits; the operator's requests have a reserve of
-  connections above the viewers' limit.
+* ``Tokens`` (in ``_tokens.py``): the accepted tokens, fixed ones and a
+  token file that can be re-read; a presented token is compared against
+  each in constant time (``hmac.compare_digest`` of SHA-256 digests, so the
+  time depends on neither the token nor its length), and tokens are never
+  logged.
+* ``Admission`` (in ``_admission.py``): counts connections and viewers, in
+  total and per address, against the limits; the operator's requests have
+  a reserve of connections above the viewers' limit.
 * :class:`Gate`: the two together with the address list (``--allow``) and
   the WebSocket origins (``--ws-origin``); a front asks it
   :meth:`Gate.enter` and gets a :class:`Refusal` or a slot.
@@ -20,15 +21,20 @@ rules, their defaults and why are in docs/security.md.
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
 import ipaddress
-import os
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
+
+from ._admission import (
+    DEFAULT_MAX_CLIENTS_CAP,
+    FD_OVERHEAD,
+    OPERATOR_RESERVE,
+    Admission,
+    default_max_clients,
+)
+from ._tokens import Tokens, header_value, presented_token
 
 __all__ = [
     "DEFAULT_MAX_CLIENTS_CAP",
@@ -47,19 +53,6 @@ __all__ = [
     "presented_token",
 ]
 
-#: Descriptors the process needs besides its clients: stdin/stdout/stderr,
-#: the listening sockets (two per front with IPv4 and IPv6), the epoll
-#: descriptor and Trio's wake-up socket pair, the source, a token or
-#: certificate file being read, the worker processes' socket pairs.
-FD_OVERHEAD = 32
-#: Connections kept above ``--max-clients`` for the operator's requests
-#: (``/stats``, the page) and for the short-lived connections of refused
-#: viewers, which need a descriptor to be told 503 / 1013.
-OPERATOR_RESERVE = 8
-#: The default ``--max-clients`` is also capped here: beyond this many
-#: viewers one process is CPU-bound anyway (see docs/performance.md), and a
-#: hard limit of a million descriptors should not mean a million viewers.
-DEFAULT_MAX_CLIENTS_CAP = 10_000
 #: Seconds a refused viewer is told to wait (``Retry-After``).
 RETRY_AFTER = 5
 
@@ -107,117 +100,6 @@ _FULL = Refusal(503, "too many clients, try again later",
                 (("Retry-After", str(RETRY_AFTER)),), close_code=1013)
 
 
-def default_max_clients(fd_limit: int) -> int:
-    """The default ``--max-clients`` for a process allowed ``fd_limit`` open
-    descriptors: ``fd_limit - FD_OVERHEAD - OPERATOR_RESERVE``, at least 1
-    and at most :data:`DEFAULT_MAX_CLIENTS_CAP`. Every client holds one
-    descriptor (a TLS client too), so the server refuses viewers before the
-    process runs out of descriptors, with the reserve left for the operator.
-    """
-    return max(1, min(DEFAULT_MAX_CLIENTS_CAP, fd_limit - FD_OVERHEAD - OPERATOR_RESERVE))
-
-
-def _digest(token: str | bytes) -> bytes:
-    return hashlib.sha256(token.encode() if isinstance(token, str) else token).digest()
-
-
-class Tokens:
-    """A set of accepted tokens: ``tokens`` given once, plus the lines of
-    ``path`` (one token a line; blank lines and lines starting with ``#``
-    are ignored; surrounding white space is not part of a token).
-
-    Only digests are kept. :meth:`reload` re-reads the file; a file that
-    cannot be read leaves the previous tokens in force. Raises
-    :exc:`ValueError` for an empty token or one with white space inside,
-    and :exc:`OSError` when the file cannot be read at construction.
-    """
-
-    def __init__(self, tokens: Iterable[str] = (), path: str | None = None) -> None:
-        self._fixed = [_digest(_checked_token(token)) for token in tokens]
-        self.path = path
-        self._from_file: list[bytes] = []
-        self._stamp: tuple[int, int, int] | None = None
-        if path is not None:
-            self.reload()
-
-    @property
-    def enabled(self) -> bool:
-        """Whether tokens are required at all (some were given, or a file)."""
-        return bool(self._fixed) or self.path is not None
-
-    def __len__(self) -> int:
-        return len(self._fixed) + len(self._from_file)
-
-    def matches(self, presented: str | bytes) -> bool:
-        """Whether ``presented`` is one of the tokens. Every token is
-        compared, in constant time, whatever matches."""
-        digest = _digest(presented)
-        found = False
-        for token in (*self._fixed, *self._from_file):
-            found |= hmac.compare_digest(digest, token)
-        return found
-
-    def reload(self) -> None:
-        """Re-read the token file (no-op without one). Raises :exc:`OSError`
-        if it cannot be read and :exc:`ValueError` for a malformed token;
-        the previous tokens then stay in force."""
-        if self.path is None:
-            return
-        with open(self.path, encoding="utf-8") as file:
-            stat = os.fstat(file.fileno())
-            lines = file.read().splitlines()
-        tokens = [line.strip() for line in lines]
-        self._from_file = [_digest(_checked_token(token, self.path)) for token in tokens
-                           if token and not token.startswith("#")]
-        self._stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-
-    def changed(self) -> bool:
-        """Whether the token file was replaced or modified since it was last
-        read (a file that is gone counts as unchanged: nothing to re-read)."""
-        if self.path is None:
-            return False
-        try:
-            stat = os.stat(self.path)
-        except OSError:
-            return False
-        return (stat.st_ino, stat.st_mtime_ns, stat.st_size) != self._stamp
-
-
-def _checked_token(token: str, source: str | None = None) -> str:
-    where = f" in {source}" if source else ""
-    if not token or any(c.isspace() for c in token):
-        raise ValueError(f"a token must be non-empty without white space{where}")
-    return token
-
-
-def presented_token(target: bytes | str | None,
-                    headers: Iterable[tuple[bytes | str, bytes | str]]) -> str | None:
-    """The token a request presents: ``Authorization: Bearer TOKEN``, else
-    the ``token`` query parameter of ``target``; ``None`` if neither."""
-    for name, value in headers:
-        name = name.decode("latin-1") if isinstance(name, bytes) else name
-        if name.lower() != "authorization":
-            continue
-        value = value.decode("latin-1") if isinstance(value, bytes) else value
-        scheme, _, credentials = value.strip().partition(" ")
-        if scheme.lower() == "bearer" and credentials.strip():
-            return credentials.strip()
-    if target is None:
-        return None
-    if isinstance(target, bytes):
-        target = target.decode("latin-1")
-    values = parse_qs(urlsplit(target).query).get("token")
-    return values[0] if values else None
-
-
-def _header(headers: Iterable[tuple[bytes | str, bytes | str]], wanted: str) -> str | None:
-    for name, value in headers:
-        name = name.decode("latin-1") if isinstance(name, bytes) else name
-        if name.lower() == wanted:
-            return value.decode("latin-1") if isinstance(value, bytes) else value
-    return None
-
-
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -252,75 +134,6 @@ def _ip(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped  # ::ffff:10.1.2.3 on a dual-stack socket is 10.1.2.3
     return ip
-
-
-class Admission:
-    """Counts of open connections and of viewers, in total and per address.
-
-    A connection (any front, before its request is known) is admitted while
-    fewer than ``max_clients + reserve`` are open in total and fewer than
-    ``max_per_ip + reserve`` from its address; a viewer (a client the sink
-    serves) while fewer than ``max_clients`` are watching in total and
-    ``max_per_ip`` from its address. So the operator's requests still get a
-    connection when viewers are at their limit. Raises :exc:`ValueError`
-    for a limit below 1 or a negative reserve.
-    """
-
-    def __init__(self, max_clients: int, max_per_ip: int | None = None,
-                 reserve: int = OPERATOR_RESERVE) -> None:
-        max_per_ip = max_clients if max_per_ip is None else max_per_ip
-        if max_clients < 1:
-            raise ValueError(f"max_clients must be >= 1, not {max_clients}")
-        if max_per_ip < 1:
-            raise ValueError(f"max_clients_per_ip must be >= 1, not {max_per_ip}")
-        if reserve < 0:
-            raise ValueError(f"reserve must be >= 0, not {reserve}")
-        self.max_clients = max_clients
-        self.max_per_ip = max_per_ip
-        self.reserve = reserve
-        self.connections = 0
-        self.viewers = 0
-        self._connections: Counter[str] = Counter()
-        self._viewers: Counter[str] = Counter()
-
-    def open_connection(self, host: str | None) -> bool:
-        """Count a new connection from ``host``; ``False`` (nothing counted)
-        if it is over the connection limits."""
-        key = host or ""
-        if (self.connections >= self.max_clients + self.reserve
-                or self._connections[key] >= self.max_per_ip + self.reserve):
-            return False
-        self.connections += 1
-        self._connections[key] += 1
-        return True
-
-    def close_connection(self, host: str | None) -> None:
-        """Forget a connection counted by :meth:`open_connection`."""
-        self.connections -= 1
-        _decrement(self._connections, host or "")
-
-    def add_viewer(self, host: str | None) -> bool:
-        """Count a new viewer from ``host``; ``False`` (nothing counted) if
-        it is over the viewer limits."""
-        key = host or ""
-        if self.viewers >= self.max_clients or self._viewers[key] >= self.max_per_ip:
-            return False
-        self.viewers += 1
-        self._viewers[key] += 1
-        return True
-
-    def remove_viewer(self, host: str | None) -> None:
-        """Forget a viewer counted by :meth:`add_viewer`."""
-        self.viewers -= 1
-        _decrement(self._viewers, host or "")
-
-
-def _decrement(counter: Counter[str], key: str) -> None:
-    # Drop zero entries: the counters stay as small as the set of addresses
-    # connected now, whatever came before.
-    counter[key] -= 1
-    if counter[key] <= 0:
-        del counter[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,7 +257,7 @@ class Gate:
         ``None``. ``host`` is the peer's address, ``ws_port`` the port a
         WebSocket client connected to."""
         headers = list(headers)
-        if front is Front.WEBSOCKET and not self.origin_allowed(_header(headers, "origin"),
+        if front is Front.WEBSOCKET and not self.origin_allowed(header_value(headers, "origin"),
                                                                 ws_port):
             return _ORIGIN
         if front is Front.TCP:
