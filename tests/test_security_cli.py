@@ -205,8 +205,10 @@ async def test_token_file_and_certificate_reload(certs: Certs, tmp_path: Path) -
     key.write_bytes(certs.key.read_bytes())
     tokens = tmp_path / "tokens"
     tokens.write_text("first\n")
+    admin = tmp_path / "admin"
+    admin.write_text("boss\n")
     args = [*SERVE_TEST, "--http", "127.0.0.1:0", "--token-file", str(tokens),
-            "--tls-cert", str(cert), "--tls-key", str(key)]
+            "--admin-token-file", str(admin), "--tls-cert", str(cert), "--tls-key", str(key)]
     with trio.fail_after(60):
         async with run_server(args, fronts=1) as server:
             port = server.port("https")
@@ -220,12 +222,17 @@ async def test_token_file_and_certificate_reload(certs: Certs, tmp_path: Path) -
             await server.wait_log(b"reloaded: 1 tokens")
             assert await http_status(port, "/stream?token=first", certs.client) == 403
             assert await http_status(port, "/stream?token=second", certs.client) == 200
+            assert await http_status(port, "/stats?token=boss", certs.client) == 200
+            admin.write_text("new-boss\n")
+            await server.wait_log(b"--admin-token-file")
+            assert await http_status(port, "/stats?token=boss", certs.client) == 403
+            assert await http_status(port, "/stats?token=new-boss", certs.client) == 200
             # a new certificate from another CA, on SIGHUP
             other = _certs(tmp_path, "two")
             cert.write_bytes(other.cert.read_bytes())
             key.write_bytes(other.key.read_bytes())
             server.process.send_signal(signal.SIGHUP)
-            await server.wait_log(b"reloaded", 2)
+            await server.wait_log(b"--tls-cert")
             assert await http_status(port, "/stream?token=second", other.client) == 200
             with pytest.raises(trio.BrokenResourceError):
                 await http_status(port, "/stream?token=second", certs.client)

@@ -102,6 +102,9 @@ def add_security_flags(parser: argparse.ArgumentParser) -> None:
                        metavar="TOKEN",
                        help="the operator's token for /stats and the page (also admits "
                             "viewers); repeatable (default: none)")
+    group.add_argument("--admin-token-file", metavar="FILE", default=None,
+                       help="operator tokens, one a line; re-read as --token-file "
+                            "(default: none)")
     group.add_argument("--allow", action="append", default=[], type=_network, metavar="CIDR",
                        help="admit only clients from this network, on every front; "
                             "repeatable (default: any address)")
@@ -189,6 +192,26 @@ class TlsContext:
         self.context = self._load()
 
 
+def _read_tokens(given: Sequence[str], path: str | None, flag: str) -> Tokens:
+    try:
+        return Tokens(given, path)
+    except OSError as exc:
+        raise CommandError(f"{flag} {path}: {(exc.strerror or str(exc)).lower()}") from exc
+    except ValueError as exc:
+        raise CommandError(f"{flag}: {exc}") from exc
+
+
+def _reload_tokens(flag: str, tokens: Tokens) -> None:
+    try:
+        tokens.reload()
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        logger.warning("%s %s: %s; the previous tokens stay in force", flag, tokens.path,
+                       why.lower())
+        return
+    logger.info("%s %s reloaded: %d tokens", flag, tokens.path, len(tokens))
+
+
 @dataclass
 class Security:
     """What the server needs from the flags: the :class:`Gate` the fronts
@@ -207,7 +230,8 @@ class Security:
             raise CommandError("--tls-key needs --tls-cert")
         given = [flag for flag, value in (
             ("--token", args.token), ("--token-file", args.token_file),
-            ("--admin-token", args.admin_token), ("--allow", args.allow),
+            ("--admin-token", args.admin_token),
+            ("--admin-token-file", args.admin_token_file), ("--allow", args.allow),
             ("--ws-origin", args.ws_origin), ("--max-clients", args.max_clients),
             ("--max-clients-per-ip", args.max_clients_per_ip), ("--tls-cert", args.tls_cert),
         ) if value]
@@ -215,17 +239,13 @@ class Security:
             # the worker processes serve connections handed over as bare
             # sockets, without the gate or TLS
             raise CommandError(f"{given[0]} is not supported with --workers yet")
-        try:
-            tokens = Tokens(args.token, args.token_file)
-        except OSError as exc:
-            raise CommandError(f"--token-file {args.token_file}: "
-                               f"{(exc.strerror or str(exc)).lower()}") from exc
-        except ValueError as exc:
-            raise CommandError(f"--token-file: {exc}") from exc
+        tokens = _read_tokens(args.token, args.token_file, "--token-file")
+        admin_tokens = _read_tokens(args.admin_token, args.admin_token_file,
+                                    "--admin-token-file")
         fd_limit = raise_fd_limit()
         max_clients = args.max_clients or default_max_clients(fd_limit)
         admission = Admission(max_clients, args.max_clients_per_ip or max_clients)
-        gate = Gate(tokens=tokens, admin_tokens=Tokens(args.admin_token), allow=args.allow,
+        gate = Gate(tokens=tokens, admin_tokens=admin_tokens, allow=args.allow,
                     ws_origins=args.ws_origin, admission=admission)
         tls = TlsContext(args.tls_cert, args.tls_key) if args.tls_cert is not None else None
         security = cls(gate, tls, fd_limit)
@@ -257,32 +277,23 @@ class Security:
         admitted are never affected."""
         with trio.open_signal_receiver(signal.SIGHUP) as signals:
             task_status.started()
+            files = {"--token-file": self.gate.tokens, "--admin-token-file": self.gate.admin_tokens}
+            files = {flag: tokens for flag, tokens in files.items() if tokens.path is not None}
             async with trio.open_nursery() as nursery:
-                if self.gate.tokens.path is not None:
-                    nursery.start_soon(self._poll_token_file)
+                if files:
+                    nursery.start_soon(self._poll_token_files, files)
                 async for _ in signals:
                     logger.info("SIGHUP: reloading")
-                    self._reload_tokens()
+                    for flag, tokens in files.items():
+                        _reload_tokens(flag, tokens)
                     self._reload_tls()
 
-    async def _poll_token_file(self) -> None:
+    async def _poll_token_files(self, files: dict[str, Tokens]) -> None:
         while True:
             await trio.sleep(TOKEN_FILE_POLL)
-            if self.gate.tokens.changed():
-                self._reload_tokens()
-
-    def _reload_tokens(self) -> None:
-        tokens = self.gate.tokens
-        if tokens.path is None:
-            return
-        try:
-            tokens.reload()
-        except (OSError, ValueError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            logger.warning("--token-file %s: %s; the previous tokens stay in force",
-                           tokens.path, why.lower())
-            return
-        logger.info("--token-file %s reloaded: %d tokens", tokens.path, len(tokens))
+            for flag, tokens in files.items():
+                if tokens.changed():
+                    _reload_tokens(flag, tokens)
 
     def _reload_tls(self) -> None:
         if self.tls is None:
