@@ -344,3 +344,19 @@ async def test_accept_backs_off_at_the_fd_limit_with_one_log_line(
     assert 1 <= len(lines) <= elapsed / LOG_INTERVAL + 1
     assert all(r.exc_info is None for r in caplog.records)
     assert sum("accepting connections again" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_websocket_per_address_limit_and_addresses_on_the_fast_path() -> None:
+    gate = Gate(admission=Admission(10, 1))
+    with trio.fail_after(20):
+        async with fronts(gate) as f, open_websocket("127.0.0.1", f.ws, "/",
+                                                     use_ssl=False) as first:
+            await poll_until(lambda: f.sink.statistics().num_handles == 1)
+            async with open_websocket("127.0.0.1", f.ws, "/", use_ssl=False) as second:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await second.get_message()
+                assert closed.value.reason.code == 1013
+            stats = await fetch(f.http, get("/stats"))
+            assert b'"address": "127.0.0.1:' in stats.body  # not the transport's repr
+            await f.sink.send(Buffer(b"still here"))
+            assert await first.get_message() == b"still here"

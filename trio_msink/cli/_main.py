@@ -80,7 +80,6 @@ def _parser() -> _Parser:
                           prog=f"{PROG} demo", usage="%(prog)s [options]")
     _add_server_flags(demo, DEMO_FRONTS)
     add_security_flags(demo)
-    add_source_flags(demo, positional=False)
     add_sink_flags(demo, _describe_demo_default)
     parser.commands = {"serve": serve, "demo": demo}
     return parser

@@ -17,10 +17,11 @@ import trio
 from .. import Buffer, ClientStatus, Sink
 from ..framing import AutoFramer, Framer, open_framer
 from ..fronts import ClientRegistry
+from ..fronts._accept import AcceptLoop
 from ._defaults import DEFAULT_FORMAT_BEFORE_DETECTION, format_defaults
 from ._display import Display
 from ._errors import CommandError
-from ._handlers import front_handlers, front_url, logging_callbacks
+from ._handlers import Handler, front_handlers, front_url, logging_callbacks
 from ._security import Security
 from ._sources import Item, Source, Upstream, listen_error, open_source
 from ._timeline import Timeline
@@ -115,15 +116,7 @@ class Server:
                 async with trio.open_nursery() as handlers:
                     async with trio.open_nursery() as main:
                         await main.start(self.security.watch)  # SIGHUP before the URLs
-                        for front, front_listeners in listeners.items():
-                            if pool is None:
-                                main.start_soon(partial(accept.serve, local[front],
-                                                        front_listeners,
-                                                        handler_nursery=handlers))
-                                continue
-                            for listener in front_listeners:
-                                main.start_soon(pool.hand_off, front, listener, local[front],
-                                                handlers)
+                        _serve_fronts(listeners, local, pool, main, handlers, accept)
                         for url in urls:
                             print(url, flush=True)
                         if self.args.command == "demo":
@@ -241,6 +234,22 @@ class Server:
                 await output.send_batch()
         await self._send_all(output, self.framer.flush())
         await output.send_batch()
+
+
+def _serve_fronts(listeners: dict[str, list[trio.SocketListener]], local: dict[str, Handler],
+                  pool: WorkerPool | None, nursery: trio.Nursery,
+                  handlers: trio.Nursery, accept: AcceptLoop) -> None:
+    """Accept on every front: each connection is served here (``local``, its
+    task in ``handlers``, through ``accept``: addresses, limits, TLS; see
+    docs/security.md), or with ``--workers`` dealt round robin over this
+    process and the workers."""
+    for front, front_listeners in listeners.items():
+        if pool is None:
+            nursery.start_soon(partial(accept.serve, local[front], front_listeners,
+                                       handler_nursery=handlers))
+            continue
+        for listener in front_listeners:
+            nursery.start_soon(pool.hand_off, front, listener, local[front], handlers)
 
 
 def _address(host: str, port: int) -> str:
