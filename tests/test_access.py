@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from test_layers import PACKAGE, runtime_imports
 
 from trio_msink.fronts._access import (
     DEFAULT_MAX_CLIENTS_CAP,
@@ -281,3 +282,11 @@ def test_a_refused_token_is_not_counted() -> None:
     with gate.enter(Front.HTTP, Role.VIEWER, "h", b"/stream") as refusal:
         assert refusal is not None and refusal.status == 401
         assert gate.admission is not None and gate.admission.viewers == 0
+
+
+@pytest.mark.parametrize("module", ["fronts/_access", "fronts/_tokens", "fronts/_admission"])
+def test_the_policy_imports_no_trio(module: str) -> None:
+    assert (PACKAGE / f"{module}.py").exists()
+    imports = runtime_imports(module)
+    assert not {name for name in imports if name.split(".")[0] in ("trio", "anyio")}
+    assert not {name for name in imports if name.lstrip(".").split(".")[0] in ("cli", "trio_msink")}
