@@ -337,3 +337,21 @@ async def test_start_up_raises_the_fd_limit_and_warns_about_an_open_tcp_front() 
             async with await trio.open_tcp_stream("127.0.0.1", server.port("tcp")) as tcp:
                 assert await tcp.receive_some()
             assert await http_status(server.port("http"), "/stream") == 401
+
+
+async def test_with_workers_the_hand_off_also_backs_off_at_the_fd_limit() -> None:
+    args = [*SERVE_TEST, "--http", "127.0.0.1:0", "--workers", "2", "--header-timeout", "60"]
+    with trio.fail_after(90):
+        async with run_server(args, fronts=1, preexec_fn=_low_fd_limit()) as server:
+            http = server.port("http")
+            idle = [await trio.open_tcp_stream("127.0.0.1", http) for _ in range(2 * FD_LIMIT)]
+            try:
+                await server.wait_log(b"cannot accept")
+                await trio.sleep(2)
+                assert server.process.returncode is None
+                assert b"Traceback" not in server.stderr
+            finally:
+                for client in idle:
+                    await client.aclose()
+            await server.wait_log(b"accepting connections again")
+            assert await http_status(http, "/stats") == 200

@@ -249,7 +249,8 @@ def _serve_fronts(listeners: dict[str, list[trio.SocketListener]], local: dict[s
                                        handler_nursery=handlers))
             continue
         for listener in front_listeners:
-            nursery.start_soon(pool.hand_off, front, listener, local[front], handlers)
+            nursery.start_soon(pool.hand_off, front, listener, local[front], handlers,
+                               accept.accept)
 
 
 def _address(host: str, port: int) -> str:

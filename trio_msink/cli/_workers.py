@@ -241,16 +241,20 @@ class WorkerPool:
 
     async def hand_off(self, front: str, listener: trio.SocketListener,
                        local: Callable[[trio.SocketStream], Awaitable[object]],
-                       nursery: trio.Nursery) -> None:
-        """Accept connections forever; in turn, serve one here (``local``, in
-        ``nursery``) and pass one to each worker process."""
+                       nursery: trio.Nursery,
+                       accept: Callable[[trio.SocketListener], Awaitable[trio.SocketStream]]
+                       | None = None) -> None:
+        """Accept connections forever (with ``accept(listener)`` if given: the
+        fronts' accept loop, which waits out a lack of descriptors); in turn,
+        serve one here (``local``, in ``nursery``) and pass one to each worker
+        process."""
 
         async def serve_here(stream: trio.SocketStream) -> None:
             async with stream:
                 await local(stream)
 
         while True:
-            stream = await listener.accept()
+            stream = await (accept(listener) if accept is not None else listener.accept())
             turn = self._next % (len(self.workers) + 1)
             self._next += 1
             if turn == 0:

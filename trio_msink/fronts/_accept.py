@@ -91,8 +91,18 @@ class AcceptLoop:
 
     async def _accept_forever(self, listener: Listener, handler: Handler,
                               nursery: trio.Nursery) -> None:
-        backoff = 0.0
         async with listener:
+            while True:
+                stream = await self.accept(listener)
+                nursery.start_soon(self._run, stream, handler)
+
+    async def accept(self, listener: Listener) -> trio.SocketStream:
+        """The next connection of ``listener``, waiting (with the back-off
+        and the one log line above) while ``accept`` fails for lack of
+        descriptors or memory; any other error is raised. Also for loops of
+        one's own, such as the ``--workers`` hand-off."""
+        backoff = 0.0
+        try:
             while True:
                 try:
                     stream = await listener.accept()
@@ -105,13 +115,13 @@ class AcceptLoop:
                     backoff = min(MAX_BACKOFF, backoff * 2 or FIRST_BACKOFF)
                     await trio.sleep(backoff)
                     continue
-                if backoff:
-                    backoff = 0.0
-                    self._failing -= 1
-                    if not self._failing:
-                        logger.warning("accepting connections again")
-                        self._logged_at = -float("inf")
-                nursery.start_soon(self._run, stream, handler)
+                if backoff and self._failing == 1:
+                    logger.warning("accepting connections again")
+                    self._logged_at = -float("inf")
+                return stream
+        finally:
+            if backoff:
+                self._failing -= 1
 
     def _log_failure(self, exc: OSError, listener: Listener) -> None:
         now = trio.current_time()
