@@ -340,7 +340,8 @@ async def test_start_up_raises_the_fd_limit_and_warns_about_an_open_tcp_front() 
 
 
 async def test_with_workers_the_hand_off_also_backs_off_at_the_fd_limit() -> None:
-    args = [*SERVE_TEST, "--http", "127.0.0.1:0", "--workers", "2", "--header-timeout", "60"]
+    args = [*SERVE_TEST, "--http", "127.0.0.1:0", "--workers", "2", "--header-timeout", "60",
+            "--max-clients", "1000"]  # above what the descriptors allow
     with trio.fail_after(90):
         async with run_server(args, fronts=1, preexec_fn=_low_fd_limit()) as server:
             http = server.port("http")
@@ -355,3 +356,41 @@ async def test_with_workers_the_hand_off_also_backs_off_at_the_fd_limit() -> Non
                     await client.aclose()
             await server.wait_log(b"accepting connections again")
             assert await http_status(http, "/stats") == 200
+
+
+async def test_workers_apply_the_same_rules(certs: Certs, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(certs.cert.read_bytes())
+    key.write_bytes(certs.key.read_bytes())
+    args = [*SERVE_TEST, "--http", "127.0.0.1:0", "--workers", "2", "--token", "viewer",
+            "--admin-token", "boss", "--max-clients", "4", "--tls-cert", str(cert),
+            "--tls-key", str(key)]
+    with trio.fail_after(60):
+        async with run_server(args, fronts=1) as server:
+            port = server.port("https")
+            for _ in range(2):  # one connection to each process
+                assert await http_status(port, "/stream", certs.client) == 401
+                assert await http_status(port, "/stats?token=viewer", certs.client) == 403
+            viewers = []
+            try:
+                for _ in range(4):  # dealt round robin: two per process
+                    viewer = trio.SSLStream(await trio.open_tcp_stream("127.0.0.1", port),
+                                            certs.client, server_hostname="127.0.0.1")
+                    await viewer.send_all(get("/stream?token=viewer"))
+                    assert (await read_head(viewer))[0] == 200
+                    viewers.append(viewer)
+                for _ in range(2):  # each process has its half of --max-clients
+                    assert await http_status(port, "/stream?token=viewer", certs.client) == 503
+                    assert await http_status(port, "/stats?token=boss", certs.client) == 200
+                # SIGHUP reaches the workers: every process serves the new certificate
+                other = _certs(tmp_path, "two")
+                cert.write_bytes(other.cert.read_bytes())
+                key.write_bytes(other.key.read_bytes())
+                server.process.send_signal(signal.SIGHUP)
+                await server.wait_log(b"--tls-cert", 2)  # the main process and the worker
+                for _ in range(2):
+                    assert await http_status(port, "/stats?token=boss", other.client) == 200
+            finally:
+                for viewer in viewers:
+                    await viewer.aclose()
+    assert b"Traceback" not in server.stderr

@@ -14,8 +14,9 @@ import logging
 import resource
 import signal
 import ssl
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -192,6 +193,10 @@ class TlsContext:
         self.context = self._load()
 
 
+def _share(limit: int, processes: int) -> int:
+    return -(-limit // processes)  # rounded up: K processes never admit fewer in total
+
+
 def _read_tokens(given: Sequence[str], path: str | None, flag: str) -> Tokens:
     try:
         return Tokens(given, path)
@@ -220,6 +225,8 @@ class Security:
     gate: Gate
     tls: TlsContext | None
     fd_limit: int
+    #: Called after each SIGHUP's reload (``--workers``: pass it on).
+    on_sighup: list[Callable[[], object]] = field(default_factory=list)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, fronts: Sequence[str]) -> Security:
@@ -228,29 +235,59 @@ class Security:
         read, or ``--tls-key`` without ``--tls-cert``."""
         if args.tls_key is not None and args.tls_cert is None:
             raise CommandError("--tls-key needs --tls-cert")
-        given = [flag for flag, value in (
-            ("--token", args.token), ("--token-file", args.token_file),
-            ("--admin-token", args.admin_token),
-            ("--admin-token-file", args.admin_token_file), ("--allow", args.allow),
-            ("--ws-origin", args.ws_origin), ("--max-clients", args.max_clients),
-            ("--max-clients-per-ip", args.max_clients_per_ip), ("--tls-cert", args.tls_cert),
-        ) if value]
-        if given and getattr(args, "workers", 1) > 1:
-            # the worker processes serve connections handed over as bare
-            # sockets, without the gate or TLS
-            raise CommandError(f"{given[0]} is not supported with --workers yet")
         tokens = _read_tokens(args.token, args.token_file, "--token-file")
         admin_tokens = _read_tokens(args.admin_token, args.admin_token_file,
                                     "--admin-token-file")
         fd_limit = raise_fd_limit()
         max_clients = args.max_clients or default_max_clients(fd_limit)
-        admission = Admission(max_clients, args.max_clients_per_ip or max_clients)
+        max_per_ip = args.max_clients_per_ip or max_clients
+        processes = max(1, getattr(args, "workers", 1))
+        # With --workers every process serves its share of the clients
+        # (dealt round robin) and counts only its own: each gets 1/K of the
+        # limits, rounded up; its descriptors are its own too.
+        admission = Admission(_share(max_clients, processes), _share(max_per_ip, processes))
         gate = Gate(tokens=tokens, admin_tokens=admin_tokens, allow=args.allow,
                     ws_origins=args.ws_origin, admission=admission)
         tls = TlsContext(args.tls_cert, args.tls_key) if args.tls_cert is not None else None
         security = cls(gate, tls, fd_limit)
         security._warn(fronts)
         return security
+
+    def worker_config(self) -> dict[str, Any]:
+        """What a ``--workers`` process needs to build the same rules
+        (:meth:`from_worker_config`), as JSON: tokens only as digests, the
+        files and the certificate as paths."""
+        gate = self.gate
+        admission = gate.admission
+        assert admission is not None
+        return {
+            "tokens": gate.tokens.fixed_digests(), "token_file": gate.tokens.path,
+            "admin_tokens": gate.admin_tokens.fixed_digests(),
+            "admin_token_file": gate.admin_tokens.path,
+            "allow": [str(network) for network in gate.allow],
+            "ws_origins": gate.ws_origin_specs, "page_ports": sorted(gate.page_ports),
+            "listen_hosts": sorted(gate.listen_hosts),
+            "max_clients": admission.max_clients, "max_per_ip": admission.max_per_ip,
+            "tls_cert": self.tls.cert if self.tls is not None else None,
+            "tls_key": self.tls.key if self.tls is not None else None,
+            "fd_limit": self.fd_limit,
+        }
+
+    @classmethod
+    def from_worker_config(cls, config: dict[str, Any]) -> Security:
+        """The rules of the main process, in a worker (see
+        :meth:`worker_config`). Raises :class:`CommandError` as
+        :meth:`from_args`."""
+        tokens = Tokens.from_digests(config["tokens"], config["token_file"])
+        admin_tokens = Tokens.from_digests(config["admin_tokens"], config["admin_token_file"])
+        gate = Gate(tokens=tokens, admin_tokens=admin_tokens, allow=config["allow"],
+                    ws_origins=config["ws_origins"],
+                    admission=Admission(config["max_clients"], config["max_per_ip"]))
+        gate.page_ports = set(config["page_ports"])
+        gate.listen_hosts = set(config["listen_hosts"])
+        cert = config["tls_cert"]
+        tls = TlsContext(cert, config["tls_key"]) if cert is not None else None
+        return cls(gate, tls, config["fd_limit"])
 
     def _warn(self, fronts: Sequence[str]) -> None:
         gate = self.gate
@@ -287,6 +324,8 @@ class Security:
                     for flag, tokens in files.items():
                         _reload_tokens(flag, tokens)
                     self._reload_tls()
+                    for hook in self.on_sighup:
+                        hook()
 
     async def _poll_token_files(self, files: dict[str, Tokens]) -> None:
         while True:

@@ -102,16 +102,18 @@ class Server:
         pool: WorkerPool | None = None
         if self.args.workers > 1:
             config = {"props": self.props, "content_type": self.content_type,
-                      "header_timeout": self.args.header_timeout}
+                      "header_timeout": self.args.header_timeout,
+                      "security": self.security.worker_config()}
             pool = WorkerPool(self.args.workers - 1, config, sync=self.props["sync"])
             await pool.start()
+            self.security.on_sighup.append(partial(pool.signal_workers, signal.SIGHUP))
         callbacks = self._callbacks() if pool is None else logging_callbacks(0, self.registry)
         try:
             async with Sink(**self.props, **callbacks) as sink:
                 self.display.sink = sink
                 local = front_handlers(sink, self.registry, self.content_type,
                                        self.args.header_timeout, self.source_status,
-                                       self.security.gate if pool is None else None)
+                                       self.security.gate)
                 accept = self.security.accept_loop(self.args.header_timeout)
                 async with trio.open_nursery() as handlers:
                     async with trio.open_nursery() as main:
@@ -249,8 +251,9 @@ def _serve_fronts(listeners: dict[str, list[trio.SocketListener]], local: dict[s
                                        handler_nursery=handlers))
             continue
         for listener in front_listeners:
-            nursery.start_soon(pool.hand_off, front, listener, local[front], handlers,
-                               accept.accept)
+            nursery.start_soon(pool.hand_off, front, listener,
+                               partial(accept.serve_connection, handler=local[front]),
+                               handlers, accept.accept)
 
 
 def _address(host: str, port: int) -> str:

@@ -24,6 +24,7 @@ import struct
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import trio
@@ -32,6 +33,7 @@ from .. import Buffer, Sink
 from ..fronts import ClientRegistry
 from ._defaults import apply_properties
 from ._handlers import front_handlers, logging_callbacks
+from ._security import Security
 
 __all__ = [
     "Output",
@@ -272,6 +274,12 @@ class WorkerPool:
             finally:
                 os.close(fd)
 
+    def signal_workers(self, signum: int) -> None:
+        """Send ``signum`` to every worker process (SIGHUP: reload)."""
+        for worker in self.workers:
+            if worker.process.returncode is None:
+                worker.process.send_signal(signum)
+
     async def close(self) -> None:
         """End of stream: each worker lets its clients drain, then exits."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
@@ -371,11 +379,16 @@ async def _worker(config: dict[str, Any]) -> None:
     control = socket.socket(fileno=config["control_fd"])
     control.setblocking(False)
     state = _WorkerState()
+    security = Security.from_worker_config(config["security"])  # docs/security.md
+    accept = security.accept_loop(config["header_timeout"])
     async with Sink(**props, **logging_callbacks(config["index"], registry)) as sink:
-        handlers = front_handlers(sink, registry, config["content_type"],
-                                  config["header_timeout"], lambda: state.source)
+        handlers = {front: partial(accept.serve_connection, handler=handler)
+                    for front, handler in front_handlers(
+                        sink, registry, config["content_type"], config["header_timeout"],
+                        lambda: state.source, security.gate).items()}
         async with trio.open_nursery() as clients:
             async with trio.open_nursery() as main:
+                await main.start(security.watch)
                 main.start_soon(_receive_clients, control, handlers, clients)
                 await _receive_stream(data, sink, state)
                 main.cancel_scope.cancel()

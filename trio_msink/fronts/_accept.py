@@ -94,7 +94,7 @@ class AcceptLoop:
         async with listener:
             while True:
                 stream = await self.accept(listener)
-                nursery.start_soon(self._run, stream, handler)
+                nursery.start_soon(self.serve_connection, stream, handler)
 
     async def accept(self, listener: Listener) -> trio.SocketStream:
         """The next connection of ``listener``, waiting (with the back-off
@@ -135,7 +135,10 @@ class AcceptLoop:
                        "descriptors are free (raise the fd limit or lower --max-clients)",
                        where, os.strerror(exc.errno or 0).lower(), code)
 
-    async def _run(self, stream: trio.SocketStream, handler: Handler) -> None:
+    async def serve_connection(self, stream: trio.SocketStream, handler: Handler) -> None:
+        """Serve one accepted connection: closed at once if the gate refuses
+        its address or it is over the connection limits, else (after the TLS
+        handshake, with TLS) ``handler(stream)``; closed at the end."""
         try:
             host = host_of(format_address(stream.socket.getpeername()))
         except OSError:  # reset before we looked: nothing to serve

@@ -171,6 +171,8 @@ class Gate:
         self.tokens = tokens if tokens is not None else Tokens()
         self.admin_tokens = admin_tokens if admin_tokens is not None else Tokens()
         self.allow = parse_networks(allow)
+        #: The origins as given (``ws_origins``).
+        self.ws_origin_specs = list(ws_origins)
         self.any_origin = "*" in ws_origins
         self.ws_origins: set[_Origin] = set()
         for origin in ws_origins:

@@ -35,6 +35,21 @@ class Tokens:
         if path is not None:
             self.reload()
 
+    @classmethod
+    def from_digests(cls, digests: Iterable[str], path: str | None = None) -> Tokens:
+        """Tokens given as the hex digests of :meth:`fixed_digests` (so that
+        another process can check them without ever seeing them), plus the
+        file ``path``. Raises :exc:`ValueError` for a malformed digest."""
+        tokens = cls(path=path)
+        tokens._fixed = [bytes.fromhex(digest) for digest in digests]
+        if any(len(digest) != hashlib.sha256().digest_size for digest in tokens._fixed):
+            raise ValueError("not a SHA-256 digest")
+        return tokens
+
+    def fixed_digests(self) -> list[str]:
+        """The hex digests of the tokens given once (not the file's)."""
+        return [digest.hex() for digest in self._fixed]
+
     @property
     def enabled(self) -> bool:
         """Whether tokens are required at all (some were given, or a file)."""
