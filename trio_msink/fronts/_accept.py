@@ -3,7 +3,7 @@
 Differences from ``trio.serve_listeners``, and why:
 
 * A peer outside ``--allow``, or over the connection limits of the
-  :class:`~._access.Admission`, is closed at once, before any byte is read
+  admission counts (``_admission.py``), is closed at once, before any byte is read
   or any TLS handshake is made: it costs one descriptor for one moment.
 * With a TLS context, each connection is wrapped in ``trio.SSLStream`` and
   its handshake must finish within ``handshake_timeout`` seconds; the
