@@ -4,7 +4,7 @@ attaches to its Sink: the fronts' connection handlers and the log callbacks."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
@@ -12,8 +12,12 @@ import trio
 from .. import ClientStatus, Sink
 from ..fronts import ClientRegistry, HttpFront, WebSocketFront, peer_address
 from ..fronts._access import Front, Gate, Role, host_of
+from ..fronts.browser import BrowserVideo
 
-__all__ = ["Handler", "front_handlers", "front_url", "logging_callbacks"]
+__all__ = ["VIDEO_PATH", "Handler", "front_handlers", "front_url", "logging_callbacks"]
+
+# The WebSocket path of the browser viewers' video (the raw stream stays on /).
+VIDEO_PATH = "/video"
 
 logger = logging.getLogger("trio_msink.cli")
 
@@ -31,10 +35,14 @@ def front_url(front: str, sockname: Any) -> str:
 def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
                    header_timeout: float,
                    source_status: Callable[[], dict[str, Any] | None] | None = None,
+                   *, video: BrowserVideo | None = None,
+                   fronts: Mapping[str, str] | None = None,
                    gate: Gate | None = None) -> dict[str, Handler]:
     """The ``trio.serve_tcp`` handler of each front, all feeding ``sink``;
-    ``source_status`` gives the ``"source"`` object of ``/stats``; ``gate``
-    decides who may watch (docs/security.md)."""
+    ``source_status`` gives the ``"source"`` object of ``/stats``. With
+    ``video``, the WebSocket front serves its browser viewers on
+    ``/video``; ``fronts`` (name → URL) tells the page where everything is.
+    ``gate`` decides who may watch (docs/security.md), on every path."""
 
     async def tcp(stream: trio.abc.Stream) -> None:
         if gate is not None:  # a raw TCP client is a viewer from its first byte
@@ -47,8 +55,12 @@ def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
             await sink.serve(stream)
 
     http = HttpFront(sink, content_type=content_type, registry=registry,
-                     header_timeout=header_timeout, source_status=source_status, gate=gate)
-    ws = WebSocketFront(sink, registry=registry, gate=gate)
+                     header_timeout=header_timeout, source_status=source_status,
+                     video=video, fronts=fronts, gate=gate)
+    routes = {}
+    if video is not None:  # behind the outer front's gate: counted once
+        routes[VIDEO_PATH] = WebSocketFront(video.sink, registry=registry, name="video")
+    ws = WebSocketFront(sink, registry=registry, routes=routes, gate=gate)
     return {"tcp": tcp, "http": http.serve, "ws": ws.serve_stream}
 
 
