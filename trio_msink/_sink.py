@@ -1,8 +1,11 @@
 """The Trio shell: :class:`Sink` owns a nursery and serves every client in it.
 
-Each client runs one task with its own cancel scope, holding a writer (and a
-reader for readable streams). ``remove`` cancels that scope at once;
-``remove_flush`` marks the client's channel so the writer finishes what was
+Each client has one writer: in the task that called :meth:`Sink.serve`, or
+in a task of the sink's nursery for :meth:`Sink.add`. Plain sockets are read
+(``handle_read``) by the sink's one :class:`~trio_msink._readers.ReadGroup`
+task, other readable streams by a reader task beside their writer.
+``remove`` stops the writer at once (it cancels what the writer waits in);
+``remove_flush`` marks the client's cursor so the writer finishes what was
 queued and then removes the client itself. A clock task paces delivery by
 PTS when ``sync`` is on. Every rule about which buffer goes where is decided
 by the pure core (:mod:`trio_msink._history`); this module only runs tasks.
