@@ -261,8 +261,8 @@ class Sink(SinkProperties):
     def _add(self, stream: trio.abc.SendStream, method: SyncMethod, burst: Burst,
              start: bool = True) -> Client | None:
         """Register ``stream``; with ``start`` its task starts in the sink's
-        nursery, else the caller runs :meth:`_run_client` (``serve`` does,
-        in its own task: a served client costs no task of its own)."""
+        nursery, else the caller runs it (``serve`` does, in its own task:
+        a served client costs no task of its own)."""
         if not isinstance(stream, trio.abc.SendStream):
             raise TypeError(f"stream must be a trio.abc.SendStream, not {type(stream).__name__}")
         nursery = self._check_running()
@@ -282,7 +282,8 @@ class Sink(SinkProperties):
             else:
                 client.own_reader = True
         if start:
-            nursery.start_soon(self._run_client, client)
+            nursery.start_soon(run_client, client, self._fanout, self._direct,
+                               client.own_reader)
         if self.on_client_added is not None:
             client.call(self.on_client_added, stream)
         return client
@@ -321,15 +322,14 @@ class Sink(SinkProperties):
             await trio.lowlevel.checkpoint()
             return ClientStatus.DUPLICATE
         try:
-            await self._run_client(client)
+            # The client's writer runs here, in the caller's task (one frame
+            # less per client than a wrapper method).
+            await run_client(client, self._fanout, self._direct, client.own_reader)
             await client.gone.wait()
         except BaseException:
             self._remove_client(client, ClientStatus.REMOVED)
             raise
         return client.status
-
-    async def _run_client(self, client: Client) -> None:
-        await run_client(client, self._fanout, self._direct, client.own_reader)
 
     def remove(self, stream: trio.abc.SendStream) -> None:
         """Remove ``stream`` now: data not yet written is discarded; status
