@@ -313,3 +313,26 @@ async def test_a_second_sink_is_counted_under_its_name() -> None:
             assert value(samples, "trio_msink_clients", front="video") == 0
             assert value(samples, "trio_msink_clients_removed_total",
                          front="video", status="REMOVED") == 1
+
+
+async def test_metrics_need_the_operator_token_like_stats() -> None:
+    """With tokens on, /metrics is an operator's resource, as /stats is."""
+    pytest.importorskip("av", reason="the test source needs PyAV")
+
+    async def status(port: int, path: str, token: str | None = None) -> bytes:
+        request = f"GET {path} HTTP/1.1\r\nHost: test\r\n"
+        if token is not None:
+            request += f"Authorization: Bearer {token}\r\n"
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            await stream.send_all((request + "\r\n").encode())
+            return (await read_all(stream)).split(b" ", 2)[1]
+
+    with trio.fail_after(60):
+        async with run_server(["serve", "test", "--http", "127.0.0.1:0", "--linger", "0",
+                               "--token", "viewer", "--admin-token", "operator"],
+                              fronts=1) as server:
+            http = server.port("http")
+            for path in ("/stats", "/metrics"):
+                assert await status(http, path) == b"401"
+                assert await status(http, path, "viewer") == b"403"
+                assert await status(http, path, "operator") == b"200"

@@ -39,6 +39,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -48,6 +49,7 @@ import trio
 
 from .. import ClientStatus, Sink
 from . import ClientRegistry, peer_address
+from ._access import Front, Gate, Refusal, Role, host_of
 from ._page import ASSETS, asset, fill_page
 from ._stats import StatsQuery, stats_document
 
@@ -120,6 +122,9 @@ class HttpFront:
     browser viewers' video (its status on ``/stats``, its viewers in the
     table) and ``fronts`` maps front names to the URLs they listen on
     (``"video"``: the WebSocket URL the page plays), for the page.
+    ``gate`` (a ``Gate`` of ``trio_msink.fronts._access``, default none)
+    decides who may make which request (tokens, the viewers' limits; see
+    docs/security.md): a refused request gets its 401, 403 or 503.
     ``metrics``, if given, is served at ``metrics_path`` (see
     docs/fronts.md).
     Raises :exc:`ValueError` for a negative timeout or a non-positive size.
@@ -142,6 +147,7 @@ class HttpFront:
         video: BrowserVideo | None = None,
         fronts: Mapping[str, str] | None = None,
         time_path: str = "/time",
+        gate: Gate | None = None,
         metrics: SinkMetrics | None = None,
         metrics_path: str = "/metrics",
     ) -> None:
@@ -166,6 +172,7 @@ class HttpFront:
         base = page_path.rstrip("/")
         self._assets = {f"{base}/{name}": name for name in ASSETS}
         self._shared: dict[StatsQuery, tuple[float, bytes]] = {}
+        self.gate = gate
         self.metrics = metrics
         self.metrics_path = metrics_path
         # Validate once so a bad content type fails here, not per request.
@@ -218,10 +225,35 @@ class HttpFront:
             await self._send_error(conn, stream, 405, "only GET and HEAD are allowed",
                                    [("Allow", "GET, HEAD")])
             return None
+        with self._enter(stream, path, request) as refusal:
+            if refusal is not None:
+                await self._send_error(conn, stream, refusal.status, refusal.message,
+                                       list(refusal.headers), head=head)
+                return None
+            return await self._respond(conn, stream, path, query, head, _accept(request))
+
+    def _enter(self, stream: trio.abc.Stream, path: str,
+               request: h11.Request) -> AbstractContextManager[Refusal | None]:
+        """The gate's verdict on a request (docs/security.md): the operator's
+        paths (``/stats``, the page, ``/metrics``) need the operator's token,
+        the stream is a viewer's; other resources (static files, the clock)
+        hold no data and are public."""
+        if path in {self.stats_path, self.page_path, self.metrics_path}:
+            role = Role.OPERATOR
+        elif path == self.stream_path:
+            role = Role.VIEWER
+        else:
+            return nullcontext(None)
+        if self.gate is None:
+            return nullcontext(None)
+        return self.gate.enter(Front.HTTP, role, host_of(peer_address(stream)),
+                               request.target, request.headers)
+
+    async def _respond(self, conn: h11.Connection, stream: trio.abc.Stream, path: str,
+                       query: str, head: bool, accept: str = "") -> ClientStatus | None:
         if path == self.stream_path:
             return await self._serve_stream(stream, head)
         if path == self.metrics_path and self.metrics is not None:
-            accept = ", ".join(v.decode("latin-1") for k, v in request.headers if k == b"accept")
             body, content_type = self.metrics.render(accept)
             await self._send_simple(conn, stream, 200, body, content_type, head=head)
             return None
@@ -356,6 +388,12 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> h11.Re
             return None
         else:  # nothing else can come before a request head
             raise h11.RemoteProtocolError(f"unexpected {event!r}", error_status_hint=400)
+
+
+def _accept(request: h11.Request) -> str:
+    """The request's ``Accept`` header (every one of them, joined)."""
+    return ", ".join(value.decode("latin-1") for name, value in request.headers
+                     if name == b"accept")
 
 
 def _stream_head(headers: list[tuple[str, str]]) -> bytes:
