@@ -22,6 +22,7 @@ emulated. The test prints which one it used.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import shutil
 import signal
@@ -67,11 +68,50 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
 
 
+@dataclass
+class Namespace:
+    """The test's network namespace: ``name`` for ``ip netns exec``, the
+    ``qdisc`` shaping its loopback, and :meth:`connect` for the test's own
+    connections into it."""
+
+    name: str
+    qdisc: str
+    _inside: int
+    _outside: int
+
+    def socket(self) -> trio.socket.SocketType:
+        """A TCP socket in the namespace. A socket belongs to the namespace
+        of the thread that made it, so the thread enters the namespace just
+        for that and comes back at once: a thread that Trio started while
+        the test's thread was inside would stay inside, and later tests
+        would start their processes there."""
+        if _libc().setns(self._inside, _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns into the test's namespace")
+        try:
+            return trio.socket.socket()
+        finally:
+            if _libc().setns(self._outside, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the original namespace")
+
+    async def connect(self, host: str, port: int) -> trio.SocketStream:
+        sock = self.socket()
+        try:
+            await sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketStream(sock)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 @contextmanager
-def namespace() -> Iterator[tuple[str, str]]:
+def namespace() -> Iterator[Namespace]:
     """A fresh network namespace with the hosts' addresses on its loopback
-    and the WAN shaping on it; the test's own thread (its sockets) is inside
-    it for the duration. Yields (its name, the qdisc used); deleted after."""
+    and the WAN shaping on it; deleted after."""
     if sys.platform != "linux":
         _unavailable("needs Linux network namespaces")
     if os.geteuid() != 0:
@@ -85,9 +125,8 @@ def namespace() -> Iterator[tuple[str, str]]:
     added = _run(ip, "netns", "add", name)
     if added.returncode != 0:
         _unavailable(f"ip netns add failed: {added.stderr.strip()}")
-    libc = ctypes.CDLL(None, use_errno=True)
-    original = os.open("/proc/self/ns/net", os.O_RDONLY)
-    entered = False
+    outside = os.open("/proc/self/ns/net", os.O_RDONLY)
+    inside_fd = -1
     try:
         inside = ["ip", "netns", "exec", name]
         for command in (["ip", "link", "set", "lo", "up"],
@@ -101,18 +140,12 @@ def namespace() -> Iterator[tuple[str, str]]:
             qdisc = "tbf"
             shaped = _run(*inside, "tc", "qdisc", "add", "dev", "lo", "root", *_TBF)
             assert shaped.returncode == 0, shaped.stderr
-        fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
-        try:
-            if libc.setns(fd, _CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns into the test's namespace")
-            entered = True
-        finally:
-            os.close(fd)
-        yield name, qdisc
+        inside_fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+        yield Namespace(name, qdisc, inside_fd, outside)
     finally:
-        if entered and libc.setns(original, _CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns back to the original namespace")
-        os.close(original)
+        if inside_fd >= 0:
+            os.close(inside_fd)
+        os.close(outside)
         _run(ip, "netns", "delete", name)
 
 
@@ -135,9 +168,9 @@ class Viewer:
     sessions: list[Session] = field(default_factory=list)
     arrived: trio.Event = field(default_factory=trio.Event)
 
-    async def run(self, host: str, port: int) -> None:
+    async def run(self, netns: Namespace, host: str, port: int) -> None:
         while True:
-            stream = await trio.open_tcp_stream(host, port)
+            stream = await netns.connect(host, port)
             session = Session(trio.current_time())
             self.sessions.append(session)
             async with stream:
@@ -214,11 +247,11 @@ async def wait_status(socket_path: str, server: str, wanted: str) -> None:
         await trio.sleep(0.05)
 
 
-async def edge_metrics(host: str) -> dict[tuple[str, str], float]:
+async def edge_metrics(netns: Namespace, host: str) -> dict[tuple[str, str], float]:
     """The edge's /metrics: {(name, the value of its one label or ""): value}."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    async with await trio.open_tcp_stream(host, HTTP_PORT) as stream:
+    async with await netns.connect(host, HTTP_PORT) as stream:
         await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: edge\r\n\r\n")
         data = bytearray()
         while chunk := await stream.receive_some():
@@ -229,9 +262,9 @@ async def edge_metrics(host: str) -> dict[tuple[str, str], float]:
             if len(sample.labels) <= 1}
 
 
-async def tcp_clients(host: str) -> int:
+async def tcp_clients(netns: Namespace, host: str) -> int:
     """The edge's viewers now, from its /metrics (``trio_msink_clients``)."""
-    return int((await edge_metrics(host))[("trio_msink_clients", "tcp")])
+    return int((await edge_metrics(netns, host))[("trio_msink_clients", "tcp")])
 
 
 @asynccontextmanager
@@ -292,12 +325,12 @@ async def test_haproxy_in_front_of_three_edges_survives_an_edge_and_the_origin(
     pytest.importorskip("prometheus_client", reason="the edges' /metrics needs prometheus-client")
     ffmpeg = need_tool("ffmpeg")
     haproxy = need_tool("haproxy")
-    with namespace() as (netns, qdisc):
-        print(f"WAN on the namespace's loopback: {qdisc}"
-              + (" (no netem in this kernel: no delay or loss emulated)" if qdisc == "tbf"
-                 else ""))
+    with namespace() as netns:
+        print(f"WAN on the namespace's loopback: {netns.qdisc}"
+              + (" (no netem in this kernel: no delay or loss emulated)"
+                 if netns.qdisc == "tbf" else ""))
         # every trio-msink of this test runs inside the namespace
-        monkeypatch.setattr(_server, "COMMAND", ["ip", "netns", "exec", netns,
+        monkeypatch.setattr(_server, "COMMAND", ["ip", "netns", "exec", netns.name,
                                                  *_server.COMMAND])
         origin_args = ["test", "--tcp", f"{ORIGIN}:{TCP_PORT}", *_KEYFRAMES]
         socket_path = str(tmp_path / "haproxy.sock")
@@ -312,16 +345,16 @@ async def test_haproxy_in_front_of_three_edges_survives_an_edge_and_the_origin(
                 for edge in edges:
                     await edge.wait_log(live)
                 await stack.enter_async_context(
-                    balancer(haproxy, netns, socket_path, tmp_path / "haproxy.log"))
+                    balancer(haproxy, netns.name, socket_path, tmp_path / "haproxy.log"))
                 for name in ("edge1", "edge2", "edge3"):
                     await wait_status(socket_path, name, "UP")
 
                 # 1. six viewers through HAProxy, spread over the three edges
                 viewers = [Viewer() for _ in range(6)]
                 for viewer in viewers:
-                    nursery.start_soon(viewer.run, BALANCER, TCP_PORT)
+                    nursery.start_soon(viewer.run, netns, BALANCER, TCP_PORT)
                 await each_receives(viewers, 50_000)
-                counts = [await tcp_clients(host) for host in EDGES]
+                counts = [await tcp_clients(netns, host) for host in EDGES]
                 assert sum(counts) == 6 and min(counts) >= 1, counts
 
                 # 2. edge1 dies
@@ -344,10 +377,10 @@ async def test_haproxy_in_front_of_three_edges_survives_an_edge_and_the_origin(
                         await viewer.arrived.wait()
                 newcomers = [Viewer() for _ in range(3)]
                 for viewer in newcomers:
-                    nursery.start_soon(viewer.run, BALANCER, TCP_PORT)
+                    nursery.start_soon(viewer.run, netns, BALANCER, TCP_PORT)
                 viewers += newcomers
                 await each_receives(viewers, 50_000)
-                assert sum([await tcp_clients(host) for host in EDGES[1:]]) == len(viewers)
+                assert sum([await tcp_clients(netns, host) for host in EDGES[1:]]) == len(viewers)
                 for viewer in cut:
                     # decodes again within 2 s of being cut off (what arrived
                     # by then holds a whole frame: it may end inside the next)
@@ -357,7 +390,7 @@ async def test_haproxy_in_front_of_three_edges_survives_an_edge_and_the_origin(
                     assert any(decode(ffmpeg, data)[0] >= 1 for data in after if data), (
                         viewer.describe())
                 sessions = [len(v.sessions) for v in viewers]
-                shares = [await tcp_clients(host) for host in EDGES[1:]]
+                shares = [await tcp_clients(netns, host) for host in EDGES[1:]]
 
                 # 3. the origin is away for 5 s, then back on its address
                 await kill(origin)
@@ -372,7 +405,7 @@ async def test_haproxy_in_front_of_three_edges_survives_an_edge_and_the_origin(
                 assert [len(v.sessions) for v in viewers] == sessions
                 assert all(v.sessions[-1].ended is None for v in viewers)
                 for host, share in zip(EDGES[1:], shares, strict=True):
-                    numbers = await edge_metrics(host)
+                    numbers = await edge_metrics(netns, host)
                     assert numbers[("trio_msink_clients", "tcp")] == share
                     assert numbers[("trio_msink_source_reconnects_total", "")] >= 1
                     assert numbers[("trio_msink_source_state", "live")] == 1
