@@ -24,6 +24,7 @@ count once: it is a lower bound on resyncs, and
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -295,8 +296,8 @@ def _histogram(name: str, documentation: str, values: Sequence[int],
     """The distribution of ``values`` now: a gauge histogram (buckets that
     can go down as well as up), which the Prometheus text format shows as a
     histogram plus ``_gcount`` and ``_gsum`` gauges."""
-    buckets = [(str(float(bound)), float(sum(1 for v in values if v <= bound)))
-               for bound in bounds]
+    ordered = sorted(values)  # one sort, then a bisection per bucket
+    buckets = [(str(float(bound)), float(bisect_right(ordered, bound))) for bound in bounds]
     buckets.append(("+Inf", float(len(values))))
     return GaugeHistogramMetricFamily(name, documentation, buckets=buckets,
                                       gsum_value=float(sum(values)), unit=unit)
