@@ -19,22 +19,13 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
-from conftest import Events
+from _ws_client import RawClient
+from conftest import TLS, Events
 from trio_websocket import ConnectionClosed, open_websocket_url
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Event,
-    Message,
-    Ping,
-    Pong,
-    Request,
-)
+from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, Pong
 
 from trio_msink import Buffer, ClientStatus, FramedSocketStream, Framing, Sink
-from trio_msink.fronts import WebSocketFramedStream, WebSocketFront
+from trio_msink.fronts import WebSocketFramedStream, WebSocketFront, WebSocketStream
 from trio_msink.fronts.websocket import BINARY_FRAMING, binary_frame_header
 
 
@@ -47,48 +38,6 @@ async def ws_server(sink: Sink, **kwargs: object) -> AsyncIterator[tuple[WebSock
             partial(trio.serve_tcp, front.serve_stream, 0, host="127.0.0.1"))
         yield front, listeners[0].socket.getsockname()[1]
         nursery.cancel_scope.cancel()
-
-
-class RawClient:
-    """A WebSocket client on a raw socket and wsproto's state machine."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self._parts: list[bytes] = []
-
-    @classmethod
-    async def connect(cls, port: int, *, rcvbuf: int | None = None) -> RawClient:
-        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        await sock.connect(("127.0.0.1", port))
-        client = cls(trio.SocketStream(sock))
-        await client.send(Request(host="127.0.0.1", target="/"))
-        while True:
-            for event in await client.events():
-                if isinstance(event, AcceptConnection):
-                    return client
-                raise AssertionError(f"handshake: {event!r}")
-
-    async def send(self, event: Event) -> None:
-        await self.stream.send_all(self.ws.send(event))
-
-    async def events(self, max_bytes: int = 65536) -> list[Event]:
-        """The events of the next bytes read (whole messages only); a
-        malformed frame raises wsproto's RemoteProtocolError."""
-        data = await self.stream.receive_some(max_bytes)
-        self.ws.receive_data(data or None)
-        out: list[Event] = []
-        for event in self.ws.events():
-            if isinstance(event, BytesMessage):
-                self._parts.append(bytes(event.data))
-                if event.message_finished:
-                    out.append(BytesMessage(b"".join(self._parts)))
-                    self._parts = []
-            else:
-                out.append(event)
-        return out
 
 
 def seq_message(seq: int, size: int) -> bytes:
@@ -338,6 +287,43 @@ async def test_a_never_reading_client_is_removed_without_stalling_the_others() -
                     if not data:
                         break
             await stalled.stream.aclose()
+
+
+async def test_without_the_sinks_reader_the_front_notices_a_closed_peer() -> None:
+    events = Events()
+    with trio.fail_after(20):
+        async with Sink(**events.callbacks(), sync=False, handle_read=False) as sink, \
+                ws_server(sink) as (_, port):
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+                await events.wait_added(1)
+                assert isinstance(events.added[0], WebSocketFramedStream)
+                await ws.ping(b"still answered")  # trio-websocket keeps reading
+                await sink.send(b"data")
+                assert await ws.get_message() == b"data"
+            await events.wait_socket_removed()
+            assert events.statuses == [ClientStatus.REMOVED]  # the front's sink.remove
+
+
+async def test_tls_connections_take_the_message_path(tls: TLS) -> None:
+    events = Events()
+    with trio.fail_after(20):
+        async with Sink(**events.callbacks(), sync=False) as sink:
+            front = WebSocketFront(sink)
+
+            async def handler(stream: trio.SocketStream) -> None:
+                await front.serve_stream(trio.SSLStream(stream, tls.server, server_side=True))
+
+            async with trio.open_nursery() as nursery:
+                listeners = await nursery.start(
+                    partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+                port = listeners[0].socket.getsockname()[1]
+                async with open_websocket_url(f"wss://localhost:{port}/",
+                                              ssl_context=tls.client) as ws:
+                    await events.wait_added(1)
+                    assert isinstance(events.added[0], WebSocketStream)
+                    await sink.send(Buffer([b"one ", b"message"]))
+                    assert await ws.get_message() == b"one message"
+                nursery.cancel_scope.cancel()
 
 
 # -- a FramedSocketStream with a framing of its own --------------------------------
