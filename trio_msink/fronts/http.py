@@ -5,7 +5,7 @@ I/O is here):
 
 * ``GET /stream`` → ``200`` with ``Content-Type`` (default ``video/mp2t``),
   ``Connection: close`` and neither ``Content-Length`` nor
-  ``Transfer-Encoding``: the body is close-delimited (RFC 9112 §6.3 rule 8)
+  ``Transfer-Encoding``: the body is close-delimited (RFC 9112, section 6.3, rule 8)
   and *is* the stream. After the response head the connection itself is
   handed to :meth:`Sink.serve`, so buffers go out as raw bytes (one
   ``writev`` for many buffers on a plain TCP socket), with every limit and
