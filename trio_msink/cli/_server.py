@@ -20,7 +20,8 @@ from ._defaults import DEFAULT_FORMAT_BEFORE_DETECTION, format_defaults
 from ._display import Display
 from ._errors import CommandError
 from ._handlers import front_handlers, front_url, logging_callbacks
-from ._sources import Item, Source, Upstream, listen_error, open_source
+from ._sources import Item, Source, SourceError, Upstream, listen_error, open_source
+from ._sources import _FiniteSource as FiniteSource
 from ._timeline import Timeline
 from ._workers import Output, Relay, WorkerPool
 
@@ -54,6 +55,7 @@ class Server:
         self._defaults_format = (DEFAULT_FORMAT_BEFORE_DETECTION if self.format == "auto"
                                  else self.format)
         self.content_type = args.content_type or _CONTENT_TYPES.get(self.format, "video/mp2t")
+        self._told_unrecognised = False  # this upstream's "not recognised" line is out
         self.registry = ClientRegistry()
         self.display = Display(self.registry, interactive=sys.stderr.isatty())
         self.display.source = self.source.status
@@ -181,6 +183,7 @@ class Server:
         timeline instead of waiting for, or bursting to, the new clock."""
         self.framer.restart()
         self.timeline.discontinuity()
+        self._told_unrecognised = False
 
     def _apply_detected_defaults(self, output: Output) -> None:
         """``--format auto``: once the format is known (again, after a
@@ -195,7 +198,34 @@ class Server:
         logger.info("input format: %s", detected)
         output.set_properties(format_defaults(detected, explicit))
 
+    def _refuse_unrecognised(self) -> bool:
+        """``--format auto`` fell back to raw: the input is neither MPEG-TS
+        nor H.264, so it is not served under a video label unless
+        ``--content-type`` says what it is (docs/cli.md, "Input that auto
+        does not recognise"). True while its bytes are dropped (a relay's
+        origin or a publisher: until the next upstream); SourceError (exit
+        1) for stdin or a file, which have no other upstream to wait for."""
+        if not isinstance(self.framer, AutoFramer) or self.framer.detected != "raw":
+            return False
+        spec = self.source.status.spec
+        if self.args.content_type is not None:
+            if not self._told_unrecognised:
+                logger.warning("SOURCE %s: neither MPEG-TS nor H.264: served as raw chunks "
+                               "labelled %s", spec, self.args.content_type)
+                self._told_unrecognised = True
+            return False
+        what = (f"SOURCE {spec}: neither MPEG-TS nor H.264 in its first bytes (--format auto); "
+                "give --format raw or --content-type TYPE to serve it as bytes")
+        if isinstance(self.source, FiniteSource):
+            raise SourceError(what)
+        if not self._told_unrecognised:
+            logger.warning("%s; not served until the next upstream", what)
+            self._told_unrecognised = True
+        return True
+
     async def _send_all(self, output: Output, buffers: list[Buffer]) -> None:
+        if self._refuse_unrecognised():
+            return
         self._apply_detected_defaults(output)
         if self.framer.header_changed:
             output.set_streamheader(self.framer.streamheader)
