@@ -116,3 +116,35 @@ async def test_recognised_input_is_served_without_a_word(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert b"neither" not in result.stderr
     assert b"input format: mpegts" in result.stderr or b"end of input" in result.stderr
+
+
+async def test_an_unrecognised_publisher_is_dropped_and_the_next_one_served() -> None:
+    """Push ingest: a publisher of noise costs its own upstream only; the
+    server stays up and the next publisher's MPEG-TS reaches the clients,
+    without a byte of the noise."""
+    ts = encode_ts("libx264")[0]
+    with trio.fail_after(60):
+        async with run_server(["serve", "--ingest", "tcp://127.0.0.1:0", "--tcp", "127.0.0.1:0",
+                               "--no-sync"], fronts=2) as server:
+            tcp, ingest = (int(u.rsplit(":", 1)[1].strip("/")) for u in server.urls)
+            client = await trio.open_tcp_stream("127.0.0.1", tcp)
+            await server.wait_log(b"client added")
+            noisy = await trio.open_tcp_stream("127.0.0.1", ingest)
+            await noisy.send_all(NOISE)
+            await server.wait_log(b"not served until the next upstream")
+            await noisy.aclose()
+            await server.wait_log(b"left)")  # the slot is free
+            good = await trio.open_tcp_stream("127.0.0.1", ingest)
+            await good.send_all(ts)
+            got = bytearray()
+            while len(got) < len(ts) // 2:
+                chunk = await client.receive_some()
+                assert chunk
+                got += chunk
+            await good.aclose()
+            assert server.process.returncode is None
+    whole = len(got) // 188
+    assert got[: whole * 188 : 188] == b"\x47" * whole  # packets of the new stream only
+    assert all(bytes(got[i : i + 188]) in ts for i in range(0, whole * 188, 188 * 50))
+    assert NOISE[:64] not in got
+    assert server.stderr.count(b"neither MPEG-TS nor H.264") == 1

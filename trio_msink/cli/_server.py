@@ -210,16 +210,16 @@ class Server:
         spec = self.source.status.spec
         if self.args.content_type is not None:
             if not self._told_unrecognised:
-                logger.warning("SOURCE %s: neither MPEG-TS nor H.264: served as raw chunks "
+                logger.warning("source %s: neither MPEG-TS nor H.264: served as raw chunks "
                                "labelled %s", spec, self.args.content_type)
                 self._told_unrecognised = True
             return False
-        what = (f"SOURCE {spec}: neither MPEG-TS nor H.264 in its first bytes (--format auto); "
+        what = ("neither MPEG-TS nor H.264 in its first bytes (--format auto); "
                 "give --format raw or --content-type TYPE to serve it as bytes")
         if isinstance(self.source, FiniteSource):
-            raise SourceError(what)
+            raise SourceError(f"SOURCE {spec}: {what}")
         if not self._told_unrecognised:
-            logger.warning("%s; not served until the next upstream", what)
+            logger.warning("source %s: %s; not served until the next upstream", spec, what)
             self._told_unrecognised = True
         return True
 
