@@ -161,6 +161,8 @@ class HostileServer:
     urls: list[str]
     stderr: bytearray
     player: Player | None = None
+    #: What a fresh (authorised) viewer asks the HTTP front for.
+    stream_path: str = "/stream"
 
     @property
     def pid(self) -> int:
@@ -172,6 +174,10 @@ class HostileServer:
     def assert_up(self) -> None:
         assert self.process.poll() is None, (
             f"the server exited ({self.process.returncode}): {self.stderr[-2000:].decode()}")
+
+    async def fresh_client(self) -> float:
+        """See :func:`fresh_client`: a viewer of :attr:`stream_path`."""
+        return await fresh_client(self.port("http"), path=self.stream_path)
 
     async def baseline(self) -> Baseline:
         """Descriptors and memory once the previous attack has drained:
@@ -196,7 +202,7 @@ class HostileServer:
         print(f"recovered: fds {base.fds} -> {fds(self.pid)}, rss {base.rss >> 20} -> "
               f"{rss(self.pid) >> 20} MiB, viewer frames {base.frames} -> "
               f"{self.player.frames if self.player else None}")
-        await fresh_client(self.port("http"))
+        await self.fresh_client()
         if self.player is not None:
             self.check_player(base)
 
@@ -271,12 +277,14 @@ def stop_server(server: HostileServer) -> None:
 
 @contextmanager
 def serving(args: Sequence[str], *, fronts: int, player: bool = True,
-            nofile: int | None = None) -> Iterator[HostileServer]:
-    """A server (and its steady viewer on ``/stream`` of the HTTP front)."""
+            nofile: int | None = None, stream_path: str = "/stream",
+            ) -> Iterator[HostileServer]:
+    """A server (and its steady viewer on ``stream_path`` of the HTTP front)."""
     server = start_server(args, fronts=fronts, nofile=nofile)
+    server.stream_path = stream_path
     try:
         if player:
-            server.player = Player(f"http://127.0.0.1:{server.port('http')}/stream")
+            server.player = Player(f"http://127.0.0.1:{server.port('http')}{stream_path}")
             server.player.start()
             server.player.wait_started()
         yield server
