@@ -1,6 +1,6 @@
 """One client process: many TCP connections to the server, one ``selectors`` loop.
 
-``python _clients.py --port P --size S --sockets K [--stalled 1] [--churn 0.1,0.5]``
+``python _clients.py --port P --size S --sockets K [--stalled 1] [--churn 0.1,0.5] [--ws]``
 
 Protocol with the harness (line based):
 
@@ -17,11 +17,17 @@ a latency sample (now - embedded timestamp), weighted by its share of the
 buffers in that ``recv``, and ``seq - buffer_index``: that offset grows by
 exactly the number of buffers the connection never received, so loss is
 counted without decoding every buffer.
+
+With ``--ws`` each connection is a WebSocket client: it does the opening
+handshake, then reads a stream of unmasked binary messages, one per buffer;
+every message has the same frame header (the buffers have one size), so the
+stream is still aligned, in units of header + buffer.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import errno
 import json
@@ -105,7 +111,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=8, help="headers decoded per recv")
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ws", action="store_true",
+                        help="WebSocket clients: one binary message per buffer")
     return parser.parse_args(argv)
+
+
+def ws_header_size(size: int) -> int:
+    """Bytes of the frame header of an unmasked message of ``size`` bytes."""
+    return 2 if size < 126 else 4 if size < 1 << 16 else 10
+
+
+def ws_handshake(sock: socket.socket, host: str, port: int, timeout: float = 10.0) -> None:
+    """The opening handshake on a connected blocking socket; the response is
+    read exactly (what follows it is the first message). Raises OSError."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.settimeout(timeout)
+    sock.sendall((f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while (end := head.find(b"\r\n\r\n")) < 0:
+        head = sock.recv(65536, socket.MSG_PEEK)
+        if not head:
+            raise ConnectionError("closed during the handshake")
+        if (end := head.find(b"\r\n\r\n")) < 0:
+            time.sleep(0.001)
+    response = sock.recv(end + 4)
+    if not response.startswith(b"HTTP/1.1 101"):
+        raise ConnectionError(f"handshake refused: {response[:40]!r}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.host != "127.0.0.1":
         raise SystemExit("_clients: only 127.0.0.1 may be a target")
     size: int = args.size
+    skip = ws_header_size(size) if args.ws else 0  # bytes before a buffer's header
+    unit = size + skip  # stream bytes per buffer
     samples: int = max(1, args.samples)
     churn: tuple[float, float] | None = None
     if args.churn:
@@ -155,7 +190,18 @@ def main(argv: list[str] | None = None) -> None:
         conn = Conn(sock, stalled=stalled, initial=initial, start_ns=now_ns())
         conn.in_window = going and t0 <= conn.start_ns <= t1
         in_flight += initial
-        err = sock.connect_ex(addr)
+        if args.ws:
+            try:
+                sock.setblocking(True)
+                sock.settimeout(10.0)
+                sock.connect(addr)
+                ws_handshake(sock, args.host, args.port)
+                err = 0
+            except OSError:
+                err = errno.ECONNREFUSED
+            sock.setblocking(False)
+        else:
+            err = sock.connect_ex(addr)
         if err not in (0, errno.EINPROGRESS):
             sock.close()
             failed(conn)
@@ -288,8 +334,8 @@ def main(argv: list[str] | None = None) -> None:
             conn.total = end
             if going and t0 <= now <= t1:
                 stats.bytes += n
-                first_b = -(-base // size)
-                last_b = (end - HEADER_SIZE) // size
+                first_b = -(-(base - skip) // unit)
+                last_b = (end - HEADER_SIZE - skip) // unit
                 count = last_b - first_b + 1
                 if count > 0:
                     stats.buffers += count
@@ -300,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
                         picks = [first_b + i * count // samples for i in range(samples)]
                         weight, extra = divmod(count, samples)
                     for b in picks:
-                        seq, ts, magic = unpack_from(scratch, b * size - base)
+                        seq, ts, magic = unpack_from(scratch, b * unit + skip - base)
                         if magic != MAGIC:
                             stats.bad += 1
                             continue
@@ -313,8 +359,8 @@ def main(argv: list[str] | None = None) -> None:
                             conn.first_off = off
                         conn.last_off = off
             # Keep the start of a header that this recv cut off.
-            tail_start = (end - 1) // size * size
-            if tail_start >= base and end - tail_start < HEADER_SIZE:
+            tail_start = (end - 1) // unit * unit
+            if tail_start >= base and end - tail_start < skip + HEADER_SIZE:
                 conn.carry = bytes(view[tail_start - base:end - base])
             else:
                 conn.carry = b""

@@ -116,7 +116,7 @@ def run_once(spec: ServerSpec, case: Case, rate: float, opts: Options) -> Result
                        "--sockets", str(k), "--stalled", str(s), "--rcvbuf", str(opts.rcvbuf),
                        "--samples", str(opts.samples), "--max-seconds", str(life),
                        "--concurrency", str(opts.connect_concurrency),
-                       "--seed", str(number * 100 + i)]
+                       "--seed", str(number * 100 + i), *spec.client_args]
                 if scen.churn:
                     cmd += ["--churn", f"{scen.churn[0]},{scen.churn[1]}"]
                 clients.append(subprocess.Popen(cmd, stdin=subprocess.PIPE,

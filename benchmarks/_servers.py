@@ -49,6 +49,18 @@ COMMANDS: dict[str, list[str]] = {
         "--buffers-soft-max", "{buffers_soft_max}", "--recover-policy", "{recover_policy}",
         "--sync-method", "{sync_method}",
     ],
+    # The WebSocket comparison (websocket.py): the command's WebSocket front,
+    # and the two peers, which print ``ws://HOST:PORT/`` once listening.
+    "cli-ws": [
+        sys.executable, "-m", "trio_msink", "serve", "-", "--format", "raw",
+        "--chunk-size", "{size}", "--ws", f"{HOST}:0", "--no-sync",
+        "--buffers-max", "{buffers_max}", "--buffers-soft-max", "{buffers_soft_max}",
+        "--recover-policy", "{recover_policy}", "--sync-method", "{sync_method}",
+        "--unit-format", "buffers", "--units-max", "-1", "--units-soft-max", "-1",
+        "--timeout", "0", "--linger", "0", "{workers_flag}",
+    ],
+    "websockets": [sys.executable, str(BENCH_DIR / "_ws_peer.py"), "--size", "{size}"],
+    "node-ws": ["node", str(BENCH_DIR / "_ws_peer.js"), "{size}"],
     "gst": [
         "gst-launch-1.0", "-q", "fdsrc", "fd=0", "blocksize={size}", "!",
         "tcpserversink", f"host={HOST}", "port={port}", "sync=false",
@@ -89,9 +101,11 @@ class ServerSpec:
     """One server variant of the run: ``trio`` (``trio-w2`` ...) or ``gst``."""
 
     label: str
-    kind: str  # "trio" or "gst"
+    kind: str  # "trio", "gst", or "peer" (a WebSocket peer: trio_cmd names its command)
     trio_cmd: str = DEFAULT_TRIO_CMD
     workers: int = 1
+    #: extra arguments of its client processes (``--ws`` for WebSocket servers)
+    client_args: tuple[str, ...] = ()
 
     def command(self, *, size: int, buffers_max: int, buffers_soft_max: int,
                 sync_method: str, recover_policy: str, port: int) -> list[str]:
@@ -168,7 +182,7 @@ class Server:
             sel.register(out, selectors.EVENT_READ)
             while True:
                 line, nl, rest = buf.partition(b"\n")
-                if nl and line.startswith(b"tcp://"):
+                if nl and line.startswith((b"tcp://", b"ws://")):
                     break
                 if nl:
                     log.write(line + nl)
@@ -176,7 +190,7 @@ class Server:
                     continue
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise ServerError(f"no tcp:// line within {timeout:.0f} s")
+                    raise ServerError(f"no tcp:// or ws:// line within {timeout:.0f} s")
                 if not sel.select(min(left, 0.2)):
                     if self.proc.poll() is not None:
                         raise ServerError(f"exited with status {self.proc.returncode}")
@@ -185,8 +199,8 @@ class Server:
                 if not chunk:
                     raise ServerError(f"exited with status {self.proc.wait()}")
                 buf += chunk
-        text = line.decode(errors="replace").strip()
-        host, _, port = text[len("tcp://"):].rpartition(":")
+        text = line.decode(errors="replace").strip().rstrip("/")
+        host, _, port = text.partition("://")[2].rpartition(":")
         if host.strip("[]") != HOST:
             raise ServerError(f"server listens on {host}, not {HOST}")
         log.write(rest)

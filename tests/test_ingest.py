@@ -210,3 +210,17 @@ async def _get(port: int, path: bytes) -> dict[str, object]:
         data += chunk
     result: dict[str, object] = json.loads(data.split(b"\r\n\r\n", 1)[1])
     return result
+
+
+async def test_http_ingest_accepts_a_body_that_runs_until_the_publisher_closes() -> None:
+    with trio.fail_after(20):
+        async with ingest("http://127.0.0.1:0/live") as (source, collector, url):
+            stream = await trio.open_tcp_stream("127.0.0.1", _port(url))
+            await stream.send_all(b"PUT /live HTTP/1.0\r\nHost: x\r\n\r\nfirst ")
+            await collector.wait_for(lambda items: b"first " in items)
+            await stream.send_all(b"second")
+            await collector.wait_for(lambda items: b"second" in items)
+            assert source.status.state is SourceState.LIVE
+            await stream.aclose()
+            await until(lambda: source.status.state is SourceState.WAITING)
+    assert collector.data() == b"first second"

@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "trio_msink"
 
 CORE = ["_buffer", "_enums", "_history", "_inflight", "_limits", "_log", "_placement",
         "_positions", "_properties", "_settings", "_stats"]
-SHELL = ["_client", "_clock", "_direct", "_fanout", "_sink", "_sockopts", "_tasks"]
+SHELL = ["_client", "_clock", "_direct", "_fanout", "_framed", "_readers", "_sink", "_sockopts",
+         "_tasks"]
 
 
 def runtime_imports(module: str) -> set[str]:

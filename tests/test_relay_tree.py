@@ -77,6 +77,46 @@ class Player:
         return [bytes(p) for p in parts]
 
 
+@dataclass
+class FfmpegPlayer:
+    """A real player on a relay: ffmpeg decoding the live stream, one
+    ``framecrc`` line per decoded picture; records when each came and
+    every error ffmpeg prints."""
+
+    frames: list[float] = field(default_factory=list)
+    errors: bytearray = field(default_factory=bytearray)
+    process: trio.Process | None = None
+
+    async def run(self, ffmpeg: str, url: str) -> None:
+        self.process = await trio.lowlevel.open_process(
+            [ffmpeg, "-hide_banner", "-v", "error", "-probesize", "100000",
+             "-analyzeduration", "500000", "-i", url, "-map", "0:v", "-f", "framecrc",
+             "-flush_packets", "1", "-"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._errors)
+                pending = b""
+                assert self.process.stdout is not None
+                async for chunk in self.process.stdout:
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    now = trio.current_time()
+                    self.frames += [now for line in lines if line and not line.startswith(b"#")]
+        finally:
+            with trio.CancelScope(shield=True):
+                self.process.kill()
+                await self.process.wait()
+
+    async def _errors(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        async for chunk in self.process.stderr:
+            self.errors += chunk
+
+    def frames_after(self, when: float) -> int:
+        return sum(1 for t in self.frames if t > when)
+
+
 def decode(ffmpeg: str, data: bytes) -> tuple[int, str]:
     """Decode ``data`` (MPEG-TS) with ffmpeg; (frames decoded, error output)."""
     with tempfile.NamedTemporaryFile(suffix=".ts") as f:
@@ -136,6 +176,8 @@ async def test_relay_tree_survives_the_loss_of_its_origin_and_of_a_middle_relay(
                 "--http", "127.0.0.1:0", *_KEYFRAMES, fronts=2))
             for player in players:
                 nursery.start_soon(player.run, last.port("tcp"))
+            live = FfmpegPlayer()
+            nursery.start_soon(live.run, ffmpeg, last.url("tcp"))
             for player in players:
                 await player.wait_bytes(50_000)
 
@@ -155,12 +197,18 @@ async def test_relay_tree_survives_the_loss_of_its_origin_and_of_a_middle_relay(
             # the done-when figure: served again within 2 s of the origin's return
             assert max(delays) < 2.0, delays
 
+            assert live.frames_after(back) > 0
+
             # 2. the middle relay dies and is restarted on the same port
             await kill(middle)
             await trio.sleep(2)
+            middle_back = trio.current_time()
             middle = await stack.enter_async_context(server(*middle_args))
             for player in players:
                 await player.wait_bytes(50_000)
+            assert live.frames_after(middle_back) > 10
+            assert live.process is not None and live.process.returncode is None
+            assert live.errors == b"", live.errors.decode()
 
             # the relays never exited on their own
             assert last.process.returncode is None

@@ -6,7 +6,10 @@ bodies of every framing."""
 from __future__ import annotations
 
 import argparse
+import errno
+import itertools
 import json
+import math
 import random
 import signal
 import subprocess
@@ -19,10 +22,12 @@ import trio
 import trio.testing
 from _server import COMMAND, run_server
 
+from trio_msink.cli import _upstream
 from trio_msink.cli._errors import CommandError
 from trio_msink.cli._source_state import Backoff, SourceState, SourceStatus
 from trio_msink.cli._sources import (
     Item,
+    NetSpec,
     Source,
     SourceError,
     Upstream,
@@ -30,7 +35,7 @@ from trio_msink.cli._sources import (
     open_source,
     parse_net_spec,
 )
-from trio_msink.cli._upstream import PullSource
+from trio_msink.cli._upstream import Connection, PullSource
 
 
 # -- the reconnect schedule ----------------------------------------------------------------
@@ -38,8 +43,7 @@ def test_backoff_retries_every_half_second_at_first_then_doubles_to_ten() -> Non
     backoff = Backoff(jitter=0.0)
     now, delays = 0.0, []
     while now < 60:
-        delay = backoff.failed(now, 0.0)
-        assert delay is not None
+        delay = backoff.next_delay(now, 0.0)
         delays.append(delay)
         now += delay
     fast = [d for d in delays if d == 0.5]
@@ -50,25 +54,63 @@ def test_backoff_retries_every_half_second_at_first_then_doubles_to_ten() -> Non
 
 def test_backoff_jitter_shortens_each_delay_by_at_most_half() -> None:
     backoff = Backoff()
-    assert backoff.failed(0.0, 0.0) == 0.5
-    assert backoff.failed(0.1, 0.999) == pytest.approx(0.25, abs=0.001)
+    assert backoff.next_delay(0.0, 0.0) == 0.5
+    assert backoff.next_delay(0.1, 0.999) == pytest.approx(0.25, abs=0.001)
 
 
 def test_backoff_starts_over_after_a_success() -> None:
     backoff = Backoff(jitter=0.0)
     for t in range(30):
-        backoff.failed(float(t), 0.0)
-    assert backoff.failed(30.0, 0.0) == 10.0
+        backoff.failed()
+        backoff.next_delay(float(t), 0.0)
+    assert backoff.next_delay(30.0, 0.0) == 10.0
     backoff.succeeded()
     assert backoff.failures == 0
-    assert backoff.failed(100.0, 0.0) == 0.5
+    assert backoff.next_delay(100.0, 0.0) == 0.5
 
 
 def test_backoff_bound_gives_up_after_max_attempts() -> None:
     backoff = Backoff(max_attempts=3)
-    assert backoff.failed(0.0, 0.5) is not None
-    assert backoff.failed(1.0, 0.5) is not None
-    assert backoff.failed(2.0, 0.5) is None
+    assert backoff.failed() and backoff.failed()
+    assert not backoff.failed()
+    assert Backoff().failed()  # no bound
+
+
+class _NoJitter(random.Random):
+    def random(self) -> float:
+        return 0.0
+
+
+def test_the_run_loop_tries_each_source_then_waits_by_the_schedule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    attempts: list[tuple[float, str]] = []
+
+    async def refuse(spec: NetSpec, redirects: int = 0) -> Connection:
+        attempts.append((trio.current_time(), spec.text))
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+
+    monkeypatch.setattr(_upstream, "open_connection", refuse)
+    specs = [parse_net_spec("tcp://a:1", "SOURCE"), parse_net_spec("tcp://b:2", "SOURCE")]
+    source = PullSource(specs, timeout=5, max_attempts=60, rng=_NoJitter())
+
+    async def run() -> float:
+        send, receive = trio.open_memory_channel[Item](0)
+        with pytest.raises(SourceError):
+            async with receive:
+                await source.run(send)
+        return trio.current_time()
+
+    end = trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert [spec for _, spec in attempts] == ["tcp://a:1", "tcp://b:2"] * 30
+    starts = [t for t, _ in attempts[::2]]
+    assert all(t == t2 for (t, _), (t2, _) in zip(attempts[::2], attempts[1::2], strict=True))
+    waits = [round(b - a, 3) for a, b in itertools.pairwise(starts)]
+    assert waits[:20] == [0.5] * 20  # one round of both every 0.5 s for 10 s
+    assert waits[20:25] == [1.0, 2.0, 4.0, 8.0, 10.0]
+    assert set(waits[25:]) == {10.0}
+    assert end == starts[-1]
+    assert source.status.last_error == "connection refused"
 
 
 # -- the source state ------------------------------------------------------------------------
@@ -85,7 +127,9 @@ def test_status_log_lines_one_per_change() -> None:
     assert status.reconnects == 1
     assert status.connecting("tcp://o:1", 3.5) is None
     assert status.lost("connection refused", 4.0) is None
-    assert status.connecting("tcp://backup:2", 4.0) == "source tcp://backup:2: reconnecting"
+    assert status.connecting("tcp://backup:2", 4.0) is None  # a fallback: same state
+    assert status.spec == "tcp://backup:2"
+    assert status.live("tcp://backup:2", 4.5) == "source tcp://backup:2: live"
     assert status.ended(9.0) == "source tcp://backup:2: ended"
 
 
@@ -288,6 +332,45 @@ def test_reconnect_max_gives_up_with_one_line_naming_the_source() -> None:
 
     taken = trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
     assert 0.75 <= taken <= 1.5  # three waits of 0.25..0.5 s (virtual time)
+
+
+class _OneChunk(Connection):
+    """An upstream that sends one chunk, then closes."""
+
+    def __init__(self) -> None:
+        self.first = [b"x"]
+
+    async def receive(self) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return self.first.pop() if self.first else b""
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+def test_an_origin_that_drops_us_at_once_is_retried_on_the_schedule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    attempts: list[float] = []
+
+    async def flap(spec: NetSpec, redirects: int = 0) -> Connection:
+        attempts.append(trio.current_time())
+        await trio.lowlevel.checkpoint()
+        return _OneChunk()
+
+    monkeypatch.setattr(_upstream, "open_connection", flap)
+    source = PullSource([parse_net_spec("tcp://a:1", "SOURCE")], timeout=5, rng=_NoJitter())
+
+    async def run() -> None:
+        send, receive = trio.open_memory_channel[Item](math.inf)
+        with trio.move_on_after(5):
+            async with receive:
+                await source.run(send)
+
+    trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+    waits = [b - a for a, b in itertools.pairwise(attempts)]
+    assert len(attempts) >= 9 and set(waits) == {0.5}  # 2 a second, not a tight loop
+    assert source.status.reconnects == len(attempts)
 
 
 async def test_silence_counts_as_a_loss() -> None:
@@ -538,3 +621,58 @@ def test_auto_detected_format_brings_its_defaults_except_the_flags_given() -> No
     assert output.properties == [format_defaults("raw", {"timeout"})]
     assert output.properties[0]["sync_method"] == SyncMethod.LATEST
     assert "timeout" not in output.properties[0]
+
+
+async def test_every_worker_process_reports_the_source_on_stats() -> None:
+    with trio.fail_after(40):
+        async with run_server(["serve", "test", "--workers", "2", "--http", "127.0.0.1:0"],
+                              fronts=1) as server:
+            await server.wait_log(b"source test: live")
+            await trio.sleep(1.5)  # the status reaches the workers once a second
+            sources = []
+            for _ in range(4):  # connections are dealt round robin over the 2 processes
+                stream = await trio.open_tcp_stream("127.0.0.1", server.port("http"))
+                await stream.send_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+                response = b""
+                async for chunk in stream:
+                    response += chunk
+                sources.append(json.loads(response.split(b"\r\n\r\n", 1)[1]).get("source"))
+    assert all(s is not None and s["spec"] == "test" and s["state"] == "live"
+               for s in sources), sources
+    assert all(s["bytes_in"] > 0 for s in sources)
+
+
+def redirecting_origin(locations: dict[bytes, bytes]) -> Serve:
+    """Answers ``GET path`` with a 302 to ``locations[path]``, or with a
+    close-delimited stream body ``b"at " + path`` for other paths."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += await stream.receive_some(4096)
+        path = request.split(b" ", 2)[1]
+        if path in locations:
+            await stream.send_all(b"HTTP/1.1 302 Found\r\nLocation: " + locations[path]
+                                  + b"\r\nContent-Length: 0\r\n\r\n")
+        else:
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nat " + path)
+        await trio.sleep(0.2)
+
+    return handler
+
+
+async def test_http_pull_follows_redirects_and_bounds_them() -> None:
+    with trio.fail_after(20):
+        async with origin(redirecting_origin({b"/old": b"/live", b"/loop": b"/loop"})) as port:
+            url = f"http://127.0.0.1:{port}"
+            moved = PullSource([parse_net_spec(url + "/old", "SOURCE")], timeout=5)
+            looping = PullSource([parse_net_spec(url + "/loop", "SOURCE")], timeout=5)
+            collectors = [Collector(), Collector()]
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(collectors[0].run, moved)
+                nursery.start_soon(collectors[1].run, looping)
+                await collectors[0].wait_for(lambda items: b"at /live" in items)
+                await until(lambda: looping.backoff.failures >= 1)
+                nursery.cancel_scope.cancel()
+    assert looping.status.last_error == f"too many redirects (last to {url}/loop)"
+    assert collectors[1].items == []

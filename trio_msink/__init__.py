@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._buffer import Buffer
 from ._enums import ClientStatus, Format, RecoverPolicy, SyncMethod
+from ._framed import FramedSocketStream, Framing
 from ._settings import PropertyTypeError, PropertyValueError, SinkProperty
 from ._sink import Sink
 from ._stats import ClientStats, SinkStatistics
@@ -18,6 +19,8 @@ __all__ = [
     "ClientStats",
     "ClientStatus",
     "Format",
+    "FramedSocketStream",
+    "Framing",
     "PropertyTypeError",
     "PropertyValueError",
     "RecoverPolicy",

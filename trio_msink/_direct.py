@@ -19,6 +19,11 @@ When the batch is written:
 
 So a producer that sends a burst costs one system call per client, not one
 per buffer per client.
+
+A :class:`~trio_msink._framed.FramedSocketStream` client (a WebSocket
+viewer) is written the same way: its segments are the buffers' behind their
+framing's headers, made once per batch and shared by the clients of that
+framing at the same position.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from collections.abc import Callable
 import trio
 
 from ._client import Client
+from ._framed import FramedSocketStream, Framing, original
 from ._history import History
 
 __all__ = ["IOV_MAX", "MAX_BYTES_PER_WRITE", "DirectWriter"]
@@ -54,8 +60,9 @@ class DirectWriter:
         self._history = history
         #: Whether each buffer written is to be reported (``on_dispatched``).
         self._dispatching = dispatching
-        # The parked clients (in parking order) and the event that wakes each.
-        self._parked: dict[Client, trio.Event] = {}
+        # The parked clients (in parking order) and the task of each (woken
+        # directly: an Event per parked client would be a set per viewer).
+        self._parked: dict[Client, trio.lowlevel.Task] = {}
         self._written_to = 0  # parked clients have been written up to here
         self._batch_started = trio.Event()
 
@@ -64,18 +71,22 @@ class DirectWriter:
         """Hand ``client`` (caught up, nothing in flight) to the direct writer
         until it needs its writer task again; returns then (or raises
         Cancelled, unparked, when the client's task is cancelled)."""
-        wakeup = self._parked[client] = trio.Event()
-        try:
-            await wakeup.wait()
-        finally:
-            self.unpark(client)
+        task = self._parked[client] = trio.lowlevel.current_task()
+        parked = self._parked
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            if parked.get(client) is task:
+                del parked[client]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
         client.became_busy()
 
     def unpark(self, client: Client) -> None:
         """Wake ``client``'s writer task; nothing if it is not parked."""
-        wakeup = self._parked.pop(client, None)
-        if wakeup is not None:
-            wakeup.set()
+        task = self._parked.pop(client, None)
+        if task is not None:
+            trio.lowlevel.reschedule(task)
 
     # -- batching ------------------------------------------------------------
     def queued(self) -> None:
@@ -110,9 +121,11 @@ class DirectWriter:
         history = self._history
         end = self._written_to = history.end
         dispatching = self._dispatching()
-        shared: dict[int, tuple[list[memoryview], int, bool]] = {}
+        shared: dict[tuple[int, Framing | None], tuple[list[memoryview], int, bool]] = {}
         for client in list(self._parked):
             cursor = client.cursor
+            stream = client.stream
+            framing = stream.framing if isinstance(stream, FramedSocketStream) else None
             if not history.writable_directly(cursor):
                 if history.has_waiting(cursor):
                     self.unpark(client)
@@ -120,10 +133,14 @@ class DirectWriter:
             start, _ = history.waiting(cursor)
             if start >= end:
                 continue
-            found = shared.get(start)
+            found = shared.get((start, framing))
             if found is None:
-                found = shared[start] = history.segments(start, end, IOV_MAX,
-                                                         MAX_BYTES_PER_WRITE)
+                if framing is None:
+                    found = history.segments(start, end, IOV_MAX, MAX_BYTES_PER_WRITE)
+                else:
+                    found = framing.segments(history.buffers(start, end), IOV_MAX,
+                                             MAX_BYTES_PER_WRITE)
+                shared[(start, framing)] = found
             segments, total, complete = found
             if not complete:
                 self.unpark(client)
@@ -144,10 +161,13 @@ class DirectWriter:
                 else:
                     history.advance(cursor, end)
                 continue
-            booking = client.inflight.book((), history.buffers(start, end), written)
+            items = history.buffers(start, end)
+            if framing is not None:
+                items = [framing.framed(item) for item in items]
+            booking = client.inflight.book((), items, written)
             history.take(cursor, booking.taken)
             for item in booking.completed:
-                client.dispatched(item)
+                client.dispatched(original(item))
             client.writing = bool(client.inflight)
             self.unpark(client)
 

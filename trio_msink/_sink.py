@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
+from typing import TypeGuard
 
 import trio
 
@@ -29,6 +31,7 @@ from ._history import CursorState
 from ._limits import Limits
 from ._placement import Burst
 from ._properties import SinkProperties, check_burst, check_sync
+from ._readers import GROUPED, ReadGroup
 from ._sockopts import apply_dscp
 from ._stats import ClientStats, SinkStatistics
 from ._tasks import run_client
@@ -36,6 +39,12 @@ from ._tasks import run_client
 __all__ = ["Sink"]
 
 logger = logging.getLogger("trio_msink")
+
+
+def _plain_socket(stream: object) -> TypeGuard[trio.SocketStream]:
+    """Whether ``stream`` is a ``trio.SocketStream`` on a TCP-like socket
+    (one the read group and ``writev`` can use directly)."""
+    return type(stream) is trio.SocketStream and stream.socket.type == socket.SOCK_STREAM
 
 
 class Sink(SinkProperties):
@@ -63,6 +72,8 @@ class Sink(SinkProperties):
         # a task per client per buffer.
         self._direct = DirectWriter(self._fanout.history,
                                     lambda: self._dispatch_callback() is not None)
+        # With handle_read, every plain socket is read by one task.
+        self._readers = ReadGroup()
         self._bytes_served = 0
         self._nursery: trio.Nursery | None = None
         self._lifetime: AbstractAsyncContextManager[None] | None = None
@@ -126,18 +137,22 @@ class Sink(SinkProperties):
         nursery closes and re-raised after, so it reaches the caller as it
         was raised (not inside an ExceptionGroup)."""
         failure: BaseException | None = None
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await nursery.start(self._clock.run)
-            nursery.start_soon(self._direct.run)
-            try:
-                yield
-                await self._drain()
-            except BaseException as exc:
-                failure = exc
-            finally:
-                self._stop()
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self._clock.run)
+                nursery.start_soon(self._direct.run)
+                nursery.start_soon(self._readers.run)
+                try:
+                    yield
+                    await self._drain()
+                except BaseException as exc:
+                    failure = exc
+                finally:
+                    self._stop()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._readers.close()
         if failure is not None:
             raise failure
 
@@ -240,7 +255,11 @@ class Sink(SinkProperties):
         self._add(stream, check_sync("sync_method", sync_method),
                   check_burst(min_format, min_value, max_format, max_value))
 
-    def _add(self, stream: trio.abc.SendStream, method: SyncMethod, burst: Burst) -> Client | None:
+    def _add(self, stream: trio.abc.SendStream, method: SyncMethod, burst: Burst,
+             start: bool = True) -> Client | None:
+        """Register ``stream``; with ``start`` its task starts in the sink's
+        nursery, else the caller runs :meth:`_run_client` (``serve`` does,
+        in its own task: a served client costs no task of its own)."""
         if not isinstance(stream, trio.abc.SendStream):
             raise TypeError(f"stream must be a trio.abc.SendStream, not {type(stream).__name__}")
         nursery = self._check_running()
@@ -253,7 +272,14 @@ class Sink(SinkProperties):
         client = Client(self, stream, history, history.add(stream, method, burst))
         self._clients[stream] = client
         apply_dscp(stream, self.qos_dscp)
-        nursery.start_soon(run_client, client, self._fanout, self._direct, self.handle_read)
+        if self.handle_read and isinstance(stream, trio.abc.ReceiveStream):
+            if GROUPED and _plain_socket(stream):
+                client.fd = stream.socket.fileno()
+                self._readers.add(client)
+            else:
+                client.own_reader = True
+        if start:
+            nursery.start_soon(self._run_client, client)
         if self.on_client_added is not None:
             client.call(self.on_client_added, stream)
         return client
@@ -287,17 +313,20 @@ class Sink(SinkProperties):
                 burst.max_format if max_format is None else max_format,
                 max_value,
             )
-        client = self._add(stream, method, burst)
+        client = self._add(stream, method, burst, start=False)
         if client is None:
             await trio.lowlevel.checkpoint()
             return ClientStatus.DUPLICATE
         try:
+            await self._run_client(client)
             await client.gone.wait()
-            await client.finished.wait()
         except BaseException:
             self._remove_client(client, ClientStatus.REMOVED)
             raise
         return client.status
+
+    async def _run_client(self, client: Client) -> None:
+        await run_client(client, self._fanout, self._direct, client.own_reader)
 
     def remove(self, stream: trio.abc.SendStream) -> None:
         """Remove ``stream`` now: data not yet written is discarded; status
@@ -378,6 +407,7 @@ class Sink(SinkProperties):
         client.disconnect_time = time.time()
         client.disconnect_clock = trio.current_time()
         self._fanout.history.remove(client.cursor)
+        self._readers.discard(client)
         client.scope.cancel()
         self._direct.unpark(client)
         stream = client.stream

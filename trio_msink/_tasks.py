@@ -4,6 +4,8 @@ and the reader that notices when the peer closes.
 :func:`run_client` runs both inside the client's cancel scope (``remove``
 cancels it) and turns what they raise into a removal: ``CLOSED`` for a
 broken or closed stream, ``ERROR`` for anything else; nothing escapes.
+A plain socket is read by the sink's :class:`~trio_msink._readers.ReadGroup`
+instead, so that a socket client costs one task, not three.
 
 Two writing strategies, chosen per stream:
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from functools import partial
 
 import trio
 
@@ -35,6 +38,7 @@ from ._client import Client
 from ._direct import IOV_MAX, MAX_BYTES_PER_WRITE, DirectWriter
 from ._enums import ClientStatus
 from ._fanout import Fanout
+from ._framed import FramedSocketStream, original, write_message
 
 __all__ = ["run_client", "write_socket", "write_stream"]
 
@@ -42,14 +46,16 @@ logger = logging.getLogger("trio_msink")
 
 
 async def run_client(client: Client, fanout: Fanout, direct: DirectWriter,
-                     handle_read: bool) -> None:
-    """Serve ``client`` until it is removed: its writer, and with
-    ``handle_read`` its reader when the stream is readable."""
+                     read: bool) -> None:
+    """Serve ``client`` until it is removed: its writer, and with ``read``
+    its reader too (a readable stream that no read group reads)."""
     try:
         with client.scope:
+            if not read:
+                await _write(client, fanout, direct)
+                return
             async with trio.open_nursery() as nursery:
-                if handle_read and isinstance(client.stream, trio.abc.ReceiveStream):
-                    nursery.start_soon(_read, client, client.stream)
+                nursery.start_soon(_read, client, client.stream)
                 await _write(client, fanout, direct)
                 nursery.cancel_scope.cancel()
     finally:
@@ -62,6 +68,9 @@ async def _write(client: Client, fanout: Fanout, direct: DirectWriter) -> None:
     try:
         if type(stream) is trio.SocketStream and stream.socket.type == socket.SOCK_STREAM:
             await write_socket(client, stream, fanout, direct)
+        elif isinstance(stream, FramedSocketStream):
+            with stream._served(partial(direct.unpark, client), client.inflight):
+                await write_socket(client, stream.socket_stream, fanout, direct, stream)
         else:
             await write_stream(client, stream, fanout)
     except (trio.BrokenResourceError, trio.ClosedResourceError, BrokenPipeError,
@@ -72,8 +81,9 @@ async def _write(client: Client, fanout: Fanout, direct: DirectWriter) -> None:
         client.remove(ClientStatus.ERROR)
 
 
-async def _read(client: Client, stream: trio.abc.ReceiveStream) -> None:
+async def _read(client: Client, stream: trio.abc.SendStream) -> None:
     """Read until EOF (``CLOSED``); report the bytes with ``send_messages``."""
+    assert isinstance(stream, trio.abc.ReceiveStream)
     while True:
         try:
             data = await stream.receive_some()
@@ -138,13 +148,18 @@ def _segments_of(items: list[Buffer], room: int, budget: int) -> list[memoryview
 
 
 async def write_socket(client: Client, stream: trio.SocketStream, fanout: Fanout,
-                       direct: DirectWriter) -> None:
+                       direct: DirectWriter, framed: FramedSocketStream | None = None) -> None:
     """Write with non-blocking ``writev`` calls of many buffers each.
 
     When the client is caught up the task parks in ``direct``, which writes
     new buffers to the socket from ``send`` and wakes the task only when the
     socket does not take everything at once (or the client needs more than
     a plain write: headers, a remove-flush).
+
+    For a ``framed`` client each buffer goes out behind its header, and a
+    message from ``framed.send_between`` is written between two whole
+    buffers: once one is waiting, nothing new is offered until what is in
+    flight is written.
     """
     history, cursor = fanout.history, client.cursor
     fd = client.fd = stream.socket.fileno()
@@ -153,7 +168,20 @@ async def write_socket(client: Client, stream: trio.SocketStream, fanout: Fanout
         headers: tuple[Buffer, ...] = ()
         data: list[Buffer] = []
         room = IOV_MAX - len(inflight.segments)
-        if room > 0:
+        if framed is not None and framed._message() is not None:
+            if not inflight:
+                if not await write_message(framed, client):
+                    client.remove_slow()
+                    return
+                continue
+            room = 0
+        if room > 0 and framed is not None:
+            # Two segments a buffer (its header, its payload): no more are offered.
+            headers, data = history.peek(cursor, max(1, room // 2))
+            framing = framed.framing
+            headers = tuple(framing.framed(item) for item in headers)
+            data = [framing.framed(item) for item in data]
+        elif room > 0:
             headers, data = history.peek(cursor, room)
         if not inflight and not data:
             if history.flushed(cursor):
@@ -174,7 +202,7 @@ async def write_socket(client: Client, stream: trio.SocketStream, fanout: Fanout
         booking = inflight.book(headers, data, written)
         history.take(cursor, booking.taken)
         for item in booking.completed:
-            client.dispatched(item)
+            client.dispatched(original(item))
         remaining = client.writing = bool(inflight)
         if remaining or (not written and iov):
             with trio.move_on_at(client.stall_deadline()) as scope:

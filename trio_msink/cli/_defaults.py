@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from .. import Format, RecoverPolicy, SyncMethod
+from .. import Format, RecoverPolicy, Sink, SyncMethod
 
 __all__ = [
     "COMMAND_PROPERTIES",
@@ -113,7 +113,7 @@ def format_defaults(fmt: str, explicit: Collection[str]) -> dict[str, Any]:
     return {name: value for name, value in values.items() if name not in given}
 
 
-def apply_properties(sink: Any, properties: Mapping[str, Any]) -> None:
+def apply_properties(sink: Sink, properties: Mapping[str, Any]) -> None:
     """Assign ``properties`` to a running ``sink`` (e.g. the defaults of a
     detected format) in an order that every step passes validation: soft
     limits are lowered first and raised last, so that a soft limit is never

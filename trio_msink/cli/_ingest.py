@@ -172,10 +172,30 @@ class IngestSource:
                     elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                         return None
 
+            if _close_delimited(request):
+                # A request body without a length (ffmpeg -chunked_post 0,
+                # HTTP/1.0 source clients) runs until the publisher closes;
+                # HTTP/1.1 says such a request has no body, so h11 would
+                # stop here: read the connection itself from the head on.
+                pending = [conn.trailing_data[0]]
+
+                async def receive() -> bytes | None:
+                    if pending:
+                        data = pending.pop()
+                        if data:
+                            return data
+                    return bytes(await stream.receive_some(_CHUNK)) or None
+
             await self._relay(address, receive)
             if conn.their_state is h11.DONE and conn.our_state is h11.SEND_RESPONSE:
                 with contextlib.suppress(OSError, trio.BrokenResourceError):
                     await _answer(conn, stream, 200, "stream received")
+
+
+def _close_delimited(request: h11.Request) -> bool:
+    """True for a request whose body has no declared length."""
+    names = {name for name, _ in request.headers}
+    return b"content-length" not in names and b"transfer-encoding" not in names
 
 
 async def _next_request(conn: h11.Connection, stream: trio.SocketStream) -> h11.Request | None:

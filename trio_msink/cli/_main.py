@@ -77,7 +77,6 @@ def _parser() -> _Parser:
     demo = sub.add_parser("demo", help="serve the test stream on TCP 9000, HTTP 8080, WS 8081",
                           prog=f"{PROG} demo", usage="%(prog)s [options]")
     _add_server_flags(demo, DEMO_FRONTS)
-    add_source_flags(demo, positional=False)
     add_sink_flags(demo, _describe_demo_default)
     parser.commands = {"serve": serve, "demo": demo}
     return parser

@@ -19,7 +19,7 @@ from ..fronts import ClientRegistry
 from ._defaults import DEFAULT_FORMAT_BEFORE_DETECTION, format_defaults
 from ._display import Display
 from ._errors import CommandError
-from ._handlers import front_handlers, front_url, logging_callbacks
+from ._handlers import Handler, front_handlers, front_url, logging_callbacks
 from ._sources import Item, Source, SourceError, Upstream, listen_error, open_source
 from ._sources import _FiniteSource as FiniteSource
 from ._timeline import Timeline
@@ -109,15 +109,7 @@ class Server:
                                        self.args.header_timeout, self.source_status)
                 async with trio.open_nursery() as handlers:
                     async with trio.open_nursery() as main:
-                        for front, front_listeners in listeners.items():
-                            if pool is None:
-                                main.start_soon(partial(trio.serve_listeners, local[front],
-                                                        front_listeners,
-                                                        handler_nursery=handlers))
-                                continue
-                            for listener in front_listeners:
-                                main.start_soon(pool.hand_off, front, listener, local[front],
-                                                handlers)
+                        _serve_fronts(listeners, local, pool, main, handlers)
                         for url in urls:
                             print(url, flush=True)
                         if self.args.command == "demo":
@@ -242,10 +234,26 @@ class Server:
                     started = True
                     continue
                 await self._send_all(output, self.framer.feed(item))
-                output.set_source_status(self.source_status(), trio.current_time())
+                if output.pool is not None:  # the workers' /stats show the source too
+                    output.set_source_status(self.source_status(), trio.current_time())
                 await output.send_batch()
         await self._send_all(output, self.framer.flush())
         await output.send_batch()
+
+
+def _serve_fronts(listeners: dict[str, list[trio.SocketListener]], local: dict[str, Handler],
+                  pool: WorkerPool | None, nursery: trio.Nursery,
+                  handlers: trio.Nursery) -> None:
+    """Accept on every front: each connection is served here (``local``, its
+    task in ``handlers``), or with ``--workers`` dealt round robin over this
+    process and the workers."""
+    for front, front_listeners in listeners.items():
+        if pool is None:
+            nursery.start_soon(partial(trio.serve_listeners, local[front], front_listeners,
+                                       handler_nursery=handlers))
+            continue
+        for listener in front_listeners:
+            nursery.start_soon(pool.hand_off, front, listener, local[front], handlers)
 
 
 def _address(host: str, port: int) -> str:

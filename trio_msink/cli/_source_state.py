@@ -40,9 +40,10 @@ class Backoff:
     that up to ``maximum``; each scaled by ``1 - jitter * random``.
 
     ``max_attempts`` bounds the failed attempts in a row (``None``: retry
-    forever). Call :meth:`failed` after each failed attempt: it returns the
-    delay before the next one, or ``None`` when the bound is reached; call
-    :meth:`succeeded` once a connection delivers data.
+    forever). Call :meth:`failed` after each failed attempt (False: the
+    bound is reached), :meth:`next_delay` before each wait (with several
+    sources, once per round of attempts), and :meth:`succeeded` once a
+    connection delivers data.
     """
 
     initial: float = INITIAL_DELAY
@@ -55,11 +56,13 @@ class Backoff:
     _outage_start: float | None = None
     _slow: int = 0
 
-    def failed(self, now: float, random: float) -> float | None:
-        """One more failed attempt at time ``now``; ``random`` in [0, 1)."""
+    def failed(self) -> bool:
+        """One more failed attempt; False once ``max_attempts`` are reached."""
         self.failures += 1
-        if self.max_attempts is not None and self.failures >= self.max_attempts:
-            return None
+        return self.max_attempts is None or self.failures < self.max_attempts
+
+    def next_delay(self, now: float, random: float) -> float:
+        """The wait before the next attempt, at time ``now``; ``random`` in [0, 1)."""
         if self._outage_start is None:
             self._outage_start = now
         if now - self._outage_start < self.fast_window:
@@ -116,12 +119,12 @@ class SourceStatus:
         return True
 
     def connecting(self, spec: str, now: float) -> str | None:
-        """An attempt to reach ``spec`` starts."""
-        changed = spec != self.spec
+        """An attempt to reach ``spec`` starts (with several sources, the
+        attempts go round them: only a change of state is logged)."""
         self.spec = spec
         retry = self.state in (SourceState.RECONNECTING, SourceState.LIVE)
         state = SourceState.RECONNECTING if retry else SourceState.CONNECTING
-        if self._change(state, now) or changed:
+        if self._change(state, now):
             return f"source {spec}: {state.value}"
         return None
 

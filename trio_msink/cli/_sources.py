@@ -132,13 +132,13 @@ def parse_net_spec(text: str, what: str) -> NetSpec:
     return NetSpec("http", host, port, "/" + path if slash else "/", text)
 
 
-def add_source_flags(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
+def add_source_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of the source: fallback sources (after SOURCE), ``--ingest``,
-    ``--source-timeout``, ``--reconnect-max``."""
-    if positional:
-        parser.add_argument("fallbacks", nargs="*", metavar="FALLBACK", default=[],
-                            help="more tcp:// or http:// sources, tried in turn when the one "
-                                 "before fails (the first is preferred when it is back)")
+    ``--source-timeout``, ``--reconnect-max``. (``demo`` has none: its
+    source is the built-in pattern; :func:`open_source` uses the defaults.)"""
+    parser.add_argument("fallbacks", nargs="*", metavar="FALLBACK", default=[],
+                        help="more tcp:// or http:// sources, tried in turn when the one "
+                             "before fails (the first is preferred when it is back)")
     group = parser.add_argument_group("source options")
     group.add_argument("--ingest", metavar="URL", default=None,
                        help="instead of SOURCE, accept one publisher pushing the stream to "

@@ -35,7 +35,12 @@ from .._sockopts import find_socket
 if TYPE_CHECKING:
     from .anyio import AnyioSendStream, AnyioStream
     from .http import HttpFront, stats_document
-    from .websocket import WebSocketFront, WebSocketSendStream, WebSocketStream
+    from .websocket import (
+        WebSocketFramedStream,
+        WebSocketFront,
+        WebSocketSendStream,
+        WebSocketStream,
+    )
 
 __all__ = [
     "AnyioSendStream",
@@ -43,6 +48,7 @@ __all__ = [
     "ClientInfo",
     "ClientRegistry",
     "HttpFront",
+    "WebSocketFramedStream",
     "WebSocketFront",
     "WebSocketSendStream",
     "WebSocketStream",
@@ -58,6 +64,7 @@ _LAZY = {
     "AnyioStream": "anyio",
     "HttpFront": "http",
     "stats_document": "http",
+    "WebSocketFramedStream": "websocket",
     "WebSocketFront": "websocket",
     "WebSocketSendStream": "websocket",
     "WebSocketStream": "websocket",

@@ -1,4 +1,4 @@
-"""WebSocket front: every client is a WebSocket connection, every write one message.
+"""WebSocket front: every client is a WebSocket connection, every buffer one message.
 
 :class:`WebSocketSendStream` adapts a ``trio_websocket.WebSocketConnection``
 to ``trio.abc.SendStream``: each ``send_all(data)`` sends ``data`` as one
@@ -14,21 +14,31 @@ no data is flowing. :class:`WebSocketFront` serves the clients: its
     # or
     await trio.serve_tcp(front.serve_stream, 8081)
 
-Message boundaries: for streams that are not plain sockets the sink makes
-one ``send_all`` per buffer (a multi-segment :class:`~trio_msink.Buffer` is
-joined first), so every buffer is exactly one message, and a client's
-messages are whole buffers in order.
+The fast path: a client of :meth:`WebSocketFront.serve_stream` on a plain
+TCP socket is served as a :class:`WebSocketFramedStream`, a
+:class:`~trio_msink.FramedSocketStream` whose framing is a binary message
+per buffer (:data:`BINARY_FRAMING`, shared by every such client): the sink
+writes it as it writes a TCP client (batched non-blocking ``writev``, the
+frame header made once per buffer size, no copy of the payload).
+trio-websocket still does the handshake, reads the client's frames
+(fragments, pings, close, ``max_message_size``), and its own writes (pong,
+close) go through the sink's writer, between two whole data frames.
 
-Backpressure: trio-websocket writes each message with ``send_all`` on its
-TCP stream, so a client that does not read blocks its own ``send_all``; the
-sink then counts its waiting buffers as lag and applies its limits and
-``timeout`` as for any other client.
+Other connections (TLS, :meth:`WebSocketFront.handle` under
+``trio_websocket.serve_websocket``) use :class:`WebSocketStream`: one
+``send_all`` per buffer, each sent by trio-websocket as one message (a
+multi-segment :class:`~trio_msink.Buffer` is joined first). Either way every
+buffer is exactly one message, and a client's messages are whole buffers in
+order, and a client that does not read falls behind and meets the sink's
+limits and ``timeout`` as any other client.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import struct
+import weakref
 
 import trio
 from trio_websocket import (
@@ -39,13 +49,15 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
-from .. import ClientStatus, Sink
+from .. import ClientStatus, FramedSocketStream, Framing, Sink
 from . import ClientRegistry, format_address
 from ._stream import AdapterSendStream
 
 __all__ = [
+    "BINARY_FRAMING",
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "WebSocketFramedStream",
     "WebSocketFront",
     "WebSocketSendStream",
     "WebSocketStream",
@@ -61,6 +73,22 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 # as the HTTP front's header timeout (trio-websocket's own default is 60 s,
 # nginx's client_header_timeout 60 s); the handshake is one small request.
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+
+
+def binary_frame_header(size: int) -> bytes:
+    """The header of an unfragmented, unmasked binary message of ``size``
+    bytes, as a server sends it (RFC 6455, section 5.2: FIN, opcode 2, the
+    shortest length encoding)."""
+    if size < 126:
+        return bytes((0x82, size))
+    if size < 1 << 16:
+        return struct.pack("!BBH", 0x82, 126, size)
+    return struct.pack("!BBQ", 0x82, 127, size)
+
+
+#: One binary message per buffer: the framing of every fast-path client, so
+#: that all of them share the headers and the segment lists of a batch.
+BINARY_FRAMING = Framing(binary_frame_header)
 
 
 class WebSocketSendStream(AdapterSendStream):
@@ -130,6 +158,94 @@ class WebSocketStream(WebSocketSendStream, trio.abc.Stream):
         return data
 
 
+class WebSocketFramedStream(FramedSocketStream, trio.abc.ReceiveStream):
+    """A WebSocket client on the fast path: the sink writes each buffer as
+    one binary message straight to ``socket_stream`` (see
+    :class:`~trio_msink.FramedSocketStream`), while ``connection`` (set once
+    the handshake is done) reads the client's frames and sends its control
+    frames between two whole messages.
+
+    ``receive_some`` and :meth:`close` are :class:`WebSocketStream`'s.
+    """
+
+    def __init__(self, socket_stream: trio.SocketStream,
+                 framing: Framing = BINARY_FRAMING) -> None:
+        super().__init__(socket_stream, framing)
+        #: The trio-websocket connection, once the opening handshake is done.
+        self.connection: WebSocketConnection | None = None
+        self._receiving = False
+        self._pending_bytes = b""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """The next bytes of the peer's messages; ``b""`` at end of stream."""
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        if self.connection is None:
+            raise trio.ClosedResourceError("the WebSocket handshake is not done")
+        self._receiving = True
+        try:
+            while not self._pending_bytes:
+                try:
+                    message = await self.connection.get_message()
+                except ConnectionClosed:
+                    return b""
+                self._pending_bytes = message.encode() if isinstance(message, str) else message
+            data = self._pending_bytes
+            if max_bytes is not None:
+                data = data[:max_bytes]
+            self._pending_bytes = self._pending_bytes[len(data):]
+            return data
+        finally:
+            self._receiving = False
+
+    async def aclose(self) -> None:
+        """Close the WebSocket (closing handshake, code 1000). Idempotent."""
+        await self.close()
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close the WebSocket with ``code`` and ``reason`` (idempotent);
+        the socket is closed by whoever owns it (the front)."""
+        if self.connection is not None:
+            await self.connection.aclose(code, reason)
+        self._closed = True
+
+
+class _Transport(trio.abc.Stream):
+    """What trio-websocket reads and writes on the fast path: it reads the
+    socket; what it writes (the handshake's response, pongs, close frames)
+    goes between two whole messages (``send_between``)."""
+
+    def __init__(self, framed: WebSocketFramedStream) -> None:
+        self._framed = framed
+        self._socket_stream = framed.socket_stream
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._framed.send_between(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._socket_stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._socket_stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        # trio-websocket closes its stream after the closing handshake. The
+        # socket must stay open while the sink may still write to it: the
+        # front closes it once its client is gone (serve_stream's finally).
+        if self._framed._wake is None:
+            await self._socket_stream.aclose()
+        else:
+            await trio.lowlevel.checkpoint()
+
+
+# serve_stream's fast-path clients, until their request is handled (by this
+# front or by a front it routes the request to).
+_FRAMED: weakref.WeakKeyDictionary[WebSocketRequest, WebSocketFramedStream] = \
+    weakref.WeakKeyDictionary()
+
+
 def _remote_address(connection: WebSocketConnection) -> str | None:
     remote = connection.remote
     if isinstance(remote, Endpoint):
@@ -178,18 +294,27 @@ class WebSocketFront:
         """Handler for ``trio.serve_tcp``: the opening handshake on a raw
         stream, then :meth:`handle`; closes the stream at the end. A client
         that has not completed the handshake within ``handshake_timeout`` is
-        dropped. Never raises for anything the peer does."""
+        dropped. A plain TCP ``trio.SocketStream`` is served on the fast path
+        (:class:`WebSocketFramedStream`). Never raises for anything the peer
+        does."""
+        framed: WebSocketFramedStream | None = None
+        transport: trio.abc.Stream = stream
+        if type(stream) is trio.SocketStream:
+            framed = WebSocketFramedStream(stream)
+            transport = _Transport(framed)
         try:
             async with trio.open_nursery() as nursery:
                 request: WebSocketRequest | None = None
                 with trio.move_on_after(self.handshake_timeout):
                     request = await wrap_server_stream(
-                        nursery, stream, max_message_size=self.max_message_size
+                        nursery, transport, max_message_size=self.max_message_size
                     )
                 if request is None:
                     logger.debug("dropping %r: no WebSocket handshake within %s s",
                                  stream, self.handshake_timeout)
                 else:
+                    if framed is not None:
+                        _FRAMED[request] = framed
                     await self.handle(request)
                 nursery.cancel_scope.cancel()  # the connection's reader task
         except Exception:
@@ -206,12 +331,13 @@ class WebSocketFront:
             with contextlib.suppress(ConnectionClosed):
                 await request.reject(404, body=b"no stream here\n")
             return
+        framed = _FRAMED.pop(request, None)
         try:
             connection = await request.accept()
         except ConnectionClosed:
             return
         try:
-            await self.serve_connection(connection)
+            await self._serve(connection, framed)
         except trio.ClosedResourceError:
             logger.debug("the sink is closed: WebSocket client %s refused", connection)
 
@@ -220,7 +346,18 @@ class WebSocketFront:
         the final :class:`ClientStatus` (``CLOSED`` when the peer closed).
         Closes the connection afterwards (code 1000; 1001 when the sink is
         closed, and then :exc:`trio.ClosedResourceError` is raised)."""
-        stream = WebSocketStream(connection)
+        return await self._serve(connection, None)
+
+    async def _serve(self, connection: WebSocketConnection,
+                     framed: WebSocketFramedStream | None) -> ClientStatus:
+        """:meth:`serve_connection`, on the fast path when ``framed`` is the
+        stream under ``connection``."""
+        stream: WebSocketStream | WebSocketFramedStream
+        if framed is not None:
+            framed.connection = connection
+            stream = framed
+        else:
+            stream = WebSocketStream(connection)
         code, reason = 1000, None
         try:
             with self.registry.registered(stream, self.name, _remote_address(connection)):
@@ -241,7 +378,7 @@ class WebSocketFront:
             with trio.move_on_after(self.close_timeout):
                 await stream.close(code, reason)
 
-    async def _watch(self, stream: WebSocketStream) -> None:
+    async def _watch(self, stream: WebSocketStream | WebSocketFramedStream) -> None:
         """Discard the peer's messages; remove the client when it closes."""
         while await stream.receive_some():
             pass
