@@ -6,7 +6,8 @@ An attack passes when, measured here:
 
 * the server stays up (the process is alive after it);
 * a fresh client is served during it: an HTTP ``GET /stream`` gets its
-  first TS packet within :data:`FRESH_WITHIN` (1 s) of connecting;
+  first TS packet within :data:`FRESH_WITHIN` (1 s) of connecting (if one
+  is late, the next must not be: see :func:`fresh_client`);
 * afterwards the server's descriptors (``/proc/PID/fd``) return to the
   baseline taken before it, within :data:`FD_SLACK`, and its resident
   memory (``VmRSS`` in ``/proc/PID/status``) to within :data:`RSS_SLACK`
@@ -295,16 +296,13 @@ def serving(args: Sequence[str], *, fronts: int, player: bool = True,
 # -- clients -----------------------------------------------------------------------
 
 
-async def fresh_client(port: int, *, within: float = FRESH_WITHIN, path: str = "/stream",
-                       headers: str = "") -> float:
-    """An HTTP viewer: seconds from connecting to its first TS packet,
-    AssertionError if more than ``within``."""
+async def first_packet(port: int, path: str) -> float:
+    """An HTTP viewer of ``path``: seconds from connecting to its first TS packet."""
     start = trio.current_time()
     with trio.fail_after(30):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
-            await stream.send_all(
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode())
+            await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
             data = b""
             while True:
                 head, sep, body = data.partition(b"\r\n\r\n")
@@ -313,11 +311,23 @@ async def fresh_client(port: int, *, within: float = FRESH_WITHIN, path: str = "
                 chunk = await stream.receive_some()
                 assert chunk, f"closed before the first packet: {data[:200]!r}"
                 data += chunk
-    took = trio.current_time() - start
-    print(f"fresh client: first packet after {took * 1000:.0f} ms")
     assert head.startswith(b"HTTP/1.1 200"), head
     assert body[0] == 0x47, body[:32]
-    assert took <= within, f"a fresh client waited {took:.2f} s for its first packet"
+    return trio.current_time() - start
+
+
+async def fresh_client(port: int, *, path: str = "/stream") -> float:
+    """A fresh viewer gets its first TS packet within :data:`FRESH_WITHIN`;
+    its time. One more viewer is tried if the first one is late, so that a
+    single scheduling hiccup of a loaded machine is not taken for the
+    server's fault; two late viewers in a row are an AssertionError."""
+    took = await first_packet(port, path)
+    if took > FRESH_WITHIN:
+        retried = await first_packet(port, path)
+        assert retried <= FRESH_WITHIN, (
+            f"fresh clients waited {took:.2f} s and {retried:.2f} s for their first packet")
+        took = retried
+    print(f"fresh client: first packet after {took * 1000:.0f} ms")
     return took
 
 

@@ -18,7 +18,6 @@ from _hostile import (
     HostileServer,
     close_all,
     connect_many,
-    fresh_client,
     raise_fd_limit,
     reset_on_close,
     rss,
@@ -102,7 +101,7 @@ async def test_slowloris_heads(server: HostileServer) -> None:
                 nursery.start_soon(loris, "ws", stream, SLOW_HEADERS,
                                    WS_HANDSHAKE_TIMEOUT + CLOSE_SLACK)
             await trio.sleep(1)
-            await fresh_client(server.port("http"))
+            await server.fresh_client()
         await close_all(http + ws)
     assert len(took["http"]) == 300 and len(took["ws"]) == 100
     print(f"slowloris closed after at most {max(took['http']):.1f} s (HTTP), "
@@ -118,7 +117,7 @@ async def test_thousands_of_idle_connections(server: HostileServer) -> None:
         idle = await connect_many(server.port("http"), 1000)
         idle += await connect_many(server.port("ws"), 1000)
         for _ in range(3):
-            await fresh_client(server.port("http"))
+            await server.fresh_client()
             await trio.sleep(0.5)
         await close_all(idle)
     await server.check_recovered(base)
@@ -137,7 +136,7 @@ async def test_clients_that_never_read_on_every_front(server: HostileServer) -> 
         stuck += await connect_many(server.port("ws"), 100, first=WS_HANDSHAKE,
                                     setup=small_receive_buffer)
         for _ in range(8):
-            await fresh_client(server.port("http"))
+            await server.fresh_client()
             peak = max(peak, rss(server.pid))
             await trio.sleep(1)
         server.assert_up()
@@ -166,5 +165,5 @@ async def test_reset_storm(server: HostileServer) -> None:
             async with trio.open_nursery() as nursery:
                 for stream in streams:
                     nursery.start_soon(viewer_then_reset, stream)
-            await fresh_client(server.port("http"))
+            await server.fresh_client()
     await server.check_recovered(base)

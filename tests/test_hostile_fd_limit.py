@@ -22,7 +22,6 @@ from _hostile import (
     close_all,
     connect_many,
     fds,
-    fresh_client,
     raise_fd_limit,
     serving,
     small_receive_buffer,
@@ -110,7 +109,7 @@ async def test_viewers_beyond_the_fd_limit(server: HostileServer) -> None:
         during = bytes(server.stderr[before:])
         await close_all(held)
         await trio.sleep(1)  # the accept loop resumes
-        await fresh_client(server.port("http"))
+        await server.fresh_client()
     print(f"at the limit: {at_limit} descriptors of {NOFILE}, {refused} viewers refused")
     assert at_limit >= NOFILE - 5 or refused, "the attack reached no limit: it tests nothing"
     assert stats == b"HTTP/1.1 200 OK", stats

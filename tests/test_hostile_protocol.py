@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 import trio
-from _hostile import HostileServer, close_all, connect_many, fresh_client, rss, serving
+from _hostile import HostileServer, close_all, connect_many, rss, serving
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request
 
@@ -102,7 +102,7 @@ async def test_malformed_http_gets_4xx(server: HostileServer) -> None:
             for name in MALFORMED_HTTP:
                 for _ in range(20):
                     nursery.start_soon(ask, name)
-            await fresh_client(server.port("http"))
+            await server.fresh_client()
     wrong = {name: sorted(set(got)) for name, got in answers.items()
              if len(got) != 20 or not all(refused(name, line) for line in got)}
     assert not wrong, wrong
@@ -198,7 +198,7 @@ async def test_malformed_websocket_frames_get_a_protocol_close(server: HostileSe
             for name in MALFORMED_WS:
                 for _ in range(20):
                     nursery.start_soon(attack, name)
-            await fresh_client(server.port("http"))
+            await server.fresh_client()
     wrong = {name: got for name, got in codes.items()
              if len(got) != 20 or not set(got) <= PROTOCOL_CLOSE}
     assert not wrong, wrong
@@ -224,7 +224,7 @@ async def test_oversized_websocket_messages_get_1009(server: HostileServer) -> N
             for _ in range(50):
                 nursery.start_soon(attack, huge)
                 nursery.start_soon(attack, fragments)
-            await fresh_client(server.port("http"))
+            await server.fresh_client()
             peak = rss(server.pid)
     assert codes == [1009] * 100, sorted(set(codes), key=str)
     assert peak - base.rss < 64 << 20, f"{(peak - base.rss) >> 20} MiB held"
@@ -261,7 +261,7 @@ async def test_ping_flood(server: HostileServer) -> None:
                 nursery.start_soon(flood, stream)
             for _ in range(3):
                 await trio.sleep(1)
-                await fresh_client(server.port("http"))
+                await server.fresh_client()
                 peak = max(peak, rss(server.pid))
         await close_all(streams)
     print(f"ping flood: {sum(sent) >> 20} MiB of pings sent, peak rss {peak >> 20} MiB "
