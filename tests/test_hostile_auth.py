@@ -14,13 +14,11 @@ outside ``--allow`` closed before a byte of the stream.
 from __future__ import annotations
 
 import socket
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 import trio
-from _hostile import HostileServer, close_all, connect_many, serving
-from _server import COMMAND
+from _hostile import HostileServer, close_all, connect_many, serve_flags, serving
 
 TOKEN = "viewer-token-h9"
 ADMIN = "operator-token-h9"
@@ -30,9 +28,7 @@ REQUESTS = 400  # of each kind of unauthorised request
 
 def _has_access_control() -> bool:
     """Whether the command has tokens and --allow (docs/security.md)."""
-    result = subprocess.run([*COMMAND, "serve", "--help"], capture_output=True, timeout=60,
-                            check=False)
-    return all(flag in result.stdout for flag in (b"--token", b"--admin-token", b"--allow"))
+    return all(flag in serve_flags() for flag in ("--token", "--admin-token", "--allow"))
 
 
 pytestmark = pytest.mark.xfail(
