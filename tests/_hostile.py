@@ -342,15 +342,18 @@ async def fresh_client(port: int, *, path: str = "/stream") -> float:
 
 async def connect_many(port: int, count: int, *, first: bytes = b"",
                        setup: Callable[[socket.socket], None] | None = None,
-                       ) -> list[trio.SocketStream]:
-    """``count`` connections to ``port``, each sent ``first``; made 100 at a
-    time, so that the listen backlog never overflows."""
+                       source: str | None = None) -> list[trio.SocketStream]:
+    """``count`` connections to ``port`` (from the loopback address
+    ``source``, if given), each sent ``first``; made 100 at a time, so that
+    the listen backlog never overflows."""
     streams: list[trio.SocketStream] = []
 
     async def one() -> None:
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if setup is not None:
             setup(sock)  # type: ignore[arg-type]
+        if source is not None:
+            await sock.bind((source, 0))
         await sock.connect(("127.0.0.1", port))
         stream = trio.SocketStream(sock)
         if first:

@@ -13,7 +13,6 @@ outside ``--allow`` closed before a byte of the stream.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -120,9 +119,6 @@ async def test_addresses_outside_allow_are_closed_at_once(server: HostileServer)
     before it gets a byte of the stream."""
     base = await server.baseline()
 
-    def from_outside(sock: socket.socket) -> None:
-        sock.bind((OUTSIDE, 0))
-
     got: list[bytes] = []
 
     async def read_to_eof(stream: trio.SocketStream) -> None:
@@ -136,7 +132,7 @@ async def test_addresses_outside_allow_are_closed_at_once(server: HostileServer)
 
     with trio.fail_after(120):
         for _ in range(5):
-            streams = await connect_many(server.port("tcp"), 200, setup=from_outside)
+            streams = await connect_many(server.port("tcp"), 200, source=OUTSIDE)
             with trio.fail_after(30):  # closed at once, not at some timeout
                 async with trio.open_nursery() as nursery:
                     for stream in streams:
