@@ -19,7 +19,7 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
-from conftest import Events
+from conftest import TLS, Events
 from trio_websocket import ConnectionClosed, open_websocket_url
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -34,7 +34,7 @@ from wsproto.events import (
 )
 
 from trio_msink import Buffer, ClientStatus, FramedSocketStream, Framing, Sink
-from trio_msink.fronts import WebSocketFramedStream, WebSocketFront
+from trio_msink.fronts import WebSocketFramedStream, WebSocketFront, WebSocketStream
 from trio_msink.fronts.websocket import BINARY_FRAMING, binary_frame_header
 
 
@@ -338,6 +338,43 @@ async def test_a_never_reading_client_is_removed_without_stalling_the_others() -
                     if not data:
                         break
             await stalled.stream.aclose()
+
+
+async def test_without_the_sinks_reader_the_front_notices_a_closed_peer() -> None:
+    events = Events()
+    with trio.fail_after(20):
+        async with Sink(**events.callbacks(), sync=False, handle_read=False) as sink, \
+                ws_server(sink) as (_, port):
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+                await events.wait_added(1)
+                assert isinstance(events.added[0], WebSocketFramedStream)
+                await ws.ping(b"still answered")  # trio-websocket keeps reading
+                await sink.send(b"data")
+                assert await ws.get_message() == b"data"
+            await events.wait_socket_removed()
+            assert events.statuses == [ClientStatus.REMOVED]  # the front's sink.remove
+
+
+async def test_tls_connections_take_the_message_path(tls: TLS) -> None:
+    events = Events()
+    with trio.fail_after(20):
+        async with Sink(**events.callbacks(), sync=False) as sink:
+            front = WebSocketFront(sink)
+
+            async def handler(stream: trio.SocketStream) -> None:
+                await front.serve_stream(trio.SSLStream(stream, tls.server, server_side=True))
+
+            async with trio.open_nursery() as nursery:
+                listeners = await nursery.start(
+                    partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+                port = listeners[0].socket.getsockname()[1]
+                async with open_websocket_url(f"wss://localhost:{port}/",
+                                              ssl_context=tls.client) as ws:
+                    await events.wait_added(1)
+                    assert isinstance(events.added[0], WebSocketStream)
+                    await sink.send(Buffer([b"one ", b"message"]))
+                    assert await ws.get_message() == b"one message"
+                nursery.cancel_scope.cancel()
 
 
 # -- a FramedSocketStream with a framing of its own --------------------------------

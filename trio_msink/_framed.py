@@ -167,10 +167,12 @@ class FramedSocketStream(trio.abc.SendStream):
     :exc:`trio.BrokenResourceError` once a removal cut a buffer short (the
     peer would misread anything after it) or the socket failed, and
     :exc:`trio.ClosedResourceError` after :meth:`aclose`. The sink never
-    closes the stream; :meth:`aclose` closes ``socket_stream``.
+    closes the stream; :meth:`aclose` closes ``socket_stream``. Nothing else
+    may write to ``socket_stream`` while a sink serves the stream (a
+    ``send_between`` begun before ``add`` must have returned).
 
     Raises :exc:`TypeError` if ``socket_stream`` is not a
-    ``trio.SocketStream`` over a TCP socket or ``framing`` not a
+    ``trio.SocketStream`` (over a stream socket) or ``framing`` not a
     :class:`Framing`.
     """
 
@@ -229,7 +231,8 @@ class FramedSocketStream(trio.abc.SendStream):
                         self._pending = None  # cancelled before the writer began
                 if control.sent == len(payload):
                     return
-                # The writer let go first: what it did not write goes directly.
+                # The writer let go before finishing it: the rest goes directly
+                # (or, when it had begun, _check finds the stream broken).
                 payload = payload[control.sent:]
             await trio.lowlevel.checkpoint()
 

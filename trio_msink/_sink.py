@@ -408,7 +408,7 @@ class Sink(SinkProperties):
         client.disconnect_clock = trio.current_time()
         self._fanout.history.remove(client.cursor)
         self._readers.discard(client)
-        client.scope.cancel()
+        client.cancel()
         self._direct.unpark(client)
         stream = client.stream
         try:

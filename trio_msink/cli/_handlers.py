@@ -4,15 +4,19 @@ attaches to its Sink: the fronts' connection handlers and the log callbacks."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
 
 from .. import ClientStatus, Sink
 from ..fronts import ClientRegistry, HttpFront, WebSocketFront
+from ..fronts.browser import BrowserVideo
 
-__all__ = ["Handler", "front_handlers", "front_url", "logging_callbacks"]
+__all__ = ["VIDEO_PATH", "Handler", "front_handlers", "front_url", "logging_callbacks"]
+
+# The WebSocket path of the browser viewers' video (the raw stream stays on /).
+VIDEO_PATH = "/video"
 
 logger = logging.getLogger("trio_msink.cli")
 
@@ -30,17 +34,24 @@ def front_url(front: str, sockname: Any) -> str:
 def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
                    header_timeout: float,
                    source_status: Callable[[], dict[str, Any] | None] | None = None,
-                   ) -> dict[str, Handler]:
+                   *, video: BrowserVideo | None = None,
+                   fronts: Mapping[str, str] | None = None) -> dict[str, Handler]:
     """The ``trio.serve_tcp`` handler of each front, all feeding ``sink``;
-    ``source_status`` gives the ``"source"`` object of ``/stats``."""
+    ``source_status`` gives the ``"source"`` object of ``/stats``. With
+    ``video``, the WebSocket front serves its browser viewers on
+    ``/video``; ``fronts`` (name → URL) tells the page where everything is."""
 
     async def tcp(stream: trio.SocketStream) -> None:
         with registry.registered(stream, "tcp"):
             await sink.serve(stream)
 
     http = HttpFront(sink, content_type=content_type, registry=registry,
-                     header_timeout=header_timeout, source_status=source_status)
-    ws = WebSocketFront(sink, registry=registry)
+                     header_timeout=header_timeout, source_status=source_status,
+                     video=video, fronts=fronts)
+    routes = {}
+    if video is not None:
+        routes[VIDEO_PATH] = WebSocketFront(video.sink, registry=registry, name="video")
+    ws = WebSocketFront(sink, registry=registry, routes=routes)
     return {"tcp": tcp, "http": http.serve, "ws": ws.serve_stream}
 
 

@@ -8,6 +8,7 @@ import argparse
 import logging
 import signal
 import sys
+from contextlib import AbstractAsyncContextManager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -15,11 +16,12 @@ import trio
 
 from .. import Buffer, ClientStatus, Sink
 from ..framing import AutoFramer, Framer, open_framer
-from ..fronts import ClientRegistry
+from ..fronts import ClientRegistry, WebSocketFront
+from ..fronts.browser import BrowserVideo
 from ._defaults import DEFAULT_FORMAT_BEFORE_DETECTION, format_defaults
 from ._display import Display
 from ._errors import CommandError
-from ._handlers import Handler, front_handlers, front_url, logging_callbacks
+from ._handlers import VIDEO_PATH, Handler, front_handlers, front_url, logging_callbacks
 from ._sources import Item, Source, SourceError, Upstream, listen_error, open_source
 from ._sources import _FiniteSource as FiniteSource
 from ._timeline import Timeline
@@ -59,6 +61,8 @@ class Server:
         self.registry = ClientRegistry()
         self.display = Display(self.registry, interactive=sys.stderr.isatty())
         self.display.source = self.source.status
+        # The browser viewers' video, when there is a WebSocket front.
+        self.video: BrowserVideo | None = None
 
     def source_status(self) -> dict[str, Any]:
         """The ``"source"`` object of ``/stats``."""
@@ -92,23 +96,31 @@ class Server:
     async def _run(self) -> None:
         listeners = await self._open_listeners()
         urls = [front_url(front, ls[0].socket.getsockname()) for front, ls in listeners.items()]
+        fronts = dict(zip(listeners, urls, strict=True))
         ingest = await self.source.listen()
         if ingest is not None:  # push ingest: publishers need its address too
             urls.append(ingest)
+        video_listeners = await self._open_video(listeners, fronts)
         pool: WorkerPool | None = None
         if self.args.workers > 1:
             config = {"props": self.props, "content_type": self.content_type,
-                      "header_timeout": self.args.header_timeout}
+                      "header_timeout": self.args.header_timeout, "fronts": fronts}
             pool = WorkerPool(self.args.workers - 1, config, sync=self.props["sync"])
             await pool.start()
         callbacks = self._callbacks() if pool is None else logging_callbacks(0, self.registry)
         try:
-            async with Sink(**self.props, **callbacks) as sink:
+            async with Sink(**self.props, **callbacks) as sink, self._video_context():
                 self.display.sink = sink
                 local = front_handlers(sink, self.registry, self.content_type,
-                                       self.args.header_timeout, self.source_status)
+                                       self.args.header_timeout, self.source_status,
+                                       video=self.video, fronts=fronts)
                 async with trio.open_nursery() as handlers:
                     async with trio.open_nursery() as main:
+                        if video_listeners and self.video is not None:
+                            viewers = WebSocketFront(self.video.sink, registry=self.registry,
+                                                     name="video", path=VIDEO_PATH)
+                            main.start_soon(partial(trio.serve_listeners, viewers.serve_stream,
+                                                    video_listeners, handler_nursery=handlers))
                         _serve_fronts(listeners, local, pool, main, handlers)
                         for url in urls:
                             print(url, flush=True)
@@ -118,7 +130,7 @@ class Server:
                         main.start_soon(self.display.run)
                         send, receive = trio.open_memory_channel[Item](0)
                         main.start_soon(self.source.run, send)
-                        await self._pump(Relay(sink, pool), receive)
+                        await self._pump(Relay(sink, pool, self.video), receive)
                         logger.info("end of input")
                         main.cancel_scope.cancel()
                     async with trio.open_nursery() as closing:  # every process drains
@@ -129,6 +141,26 @@ class Server:
             if pool is not None:
                 with trio.CancelScope(shield=True):
                     await pool.close()
+
+    async def _open_video(self, listeners: dict[str, list[trio.SocketListener]],
+                          fronts: dict[str, str]) -> list[trio.SocketListener]:
+        """Browser viewers' video (docs/fronts.md): on the WebSocket front's
+        ``/video``; with ``--workers``, whose processes share that port, on a
+        port of the main process's own (returned), as only it converts the
+        stream. Without a WebSocket front, none."""
+        if "ws" not in listeners:
+            return []
+        self.video = BrowserVideo(self.format, on_client_added=self.display.client_added,
+                                  on_client_removed=self.display.client_removed)
+        if self.args.workers <= 1:
+            fronts["video"] = fronts["ws"].rstrip("/") + VIDEO_PATH
+            return []
+        opened = await trio.open_tcp_listeners(0, host=self.fronts["ws"][0])
+        fronts["video"] = front_url("ws", opened[0].socket.getsockname()).rstrip("/") + VIDEO_PATH
+        return opened
+
+    def _video_context(self) -> AbstractAsyncContextManager[object]:
+        return self.video if self.video is not None else nullcontext()
 
     async def _open_listeners(self) -> dict[str, list[trio.SocketListener]]:
         """Every front's listening sockets, before anything is printed;
@@ -155,7 +187,8 @@ class Server:
             hints.append(f"watch it:  ffplay {url['tcp']}")
         if "http" in url:
             hints.append(f"{'':11}vlc {url['http']}stream")
-            hints.append(f"live stats in a browser: {url['http']}")
+            what = "the video and live stats" if "ws" in url else "live stats"
+            hints.append(f"{what} in a browser: {url['http']}")
         if "ws" in url:
             hints.append(f"WebSocket: {url['ws']}")
         print("\n".join("  " + hint for hint in hints), file=sys.stderr, flush=True)
@@ -176,6 +209,8 @@ class Server:
         self.framer.restart()
         self.timeline.discontinuity()
         self._told_unrecognised = False
+        if self.video is not None:
+            self.video.restart()
 
     def _apply_detected_defaults(self, output: Output) -> None:
         """``--format auto``: once the format is known (again, after a
@@ -186,6 +221,8 @@ class Server:
         if detected is None or detected == self._defaults_format:
             return
         self._defaults_format = detected
+        if self.video is not None:
+            self.video.use_format(detected)
         explicit: frozenset[str] = getattr(self.args, "explicit_properties", frozenset())
         logger.info("input format: %s", detected)
         output.set_properties(format_defaults(detected, explicit))

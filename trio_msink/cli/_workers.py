@@ -29,7 +29,9 @@ from typing import Any, Protocol
 import trio
 
 from .. import Buffer, Sink
+from .._clock import PacingBase
 from ..fronts import ClientRegistry
+from ..fronts.browser import BrowserVideo
 from ._defaults import apply_properties
 from ._handlers import front_handlers, logging_callbacks
 
@@ -169,7 +171,8 @@ class WorkerPool:
         self.sync = sync
         self.workers: list[_Worker] = []
         self._next = 0
-        self._base: float | None = None
+        # the Sink's own pacing rule (docs/semantics.rst, "Sync pacing")
+        self._pacing = PacingBase()
         self._batch: list[bytes | memoryview] = []
         self._batched = 0
         self._pending_headers: bytes | None = None
@@ -231,12 +234,10 @@ class WorkerPool:
         headers, self._pending_headers = self._pending_headers, None
         if headers is not None:
             await self._relay([headers])
-        if self.sync and buffer.pts is not None:
-            if self._base is None:
-                self._base = trio.current_time() - buffer.pts
-            elif self._base + buffer.pts > trio.current_time():
-                await self.send_batch()
-                await trio.sleep_until(self._base + buffer.pts)
+        due = self._pacing.due(buffer.pts, trio.current_time()) if self.sync else None
+        if due is not None:
+            await self.send_batch()
+            await trio.sleep_until(due)
         await self._relay(encode_buffer(buffer))
 
     async def hand_off(self, front: str, listener: trio.SocketListener,
@@ -287,21 +288,27 @@ def _json_value(value: Any) -> Any:
 class Relay:
     """The :class:`Output` of the main process: its own Sink, and with
     ``--workers`` the worker pool first (the pool waits for each buffer's
-    time, so both get it paced)."""
+    time, so both get it paced), then the browser viewers' video."""
 
-    def __init__(self, sink: Sink, pool: WorkerPool | None = None) -> None:
+    def __init__(self, sink: Sink, pool: WorkerPool | None = None,
+                 video: BrowserVideo | None = None) -> None:
         self.sink = sink
         self.pool = pool
+        self.video = video
 
     def set_streamheader(self, buffers: list[Buffer]) -> None:
         if self.pool is not None:
             self.pool.set_streamheader(buffers)
         self.sink.set_streamheader(buffers)
+        if self.video is not None:
+            self.video.set_streamheader(buffers)
 
     async def send(self, buffer: Buffer) -> None:
         if self.pool is not None:
             await self.pool.send(buffer)
         await self.sink.send(buffer)
+        if self.video is not None:  # the browser viewers' units, made once here
+            await self.video.send(buffer)
 
     async def send_batch(self) -> None:
         if self.pool is not None:
@@ -369,7 +376,8 @@ async def _worker(config: dict[str, Any]) -> None:
     state = _WorkerState()
     async with Sink(**props, **logging_callbacks(config["index"], registry)) as sink:
         handlers = front_handlers(sink, registry, config["content_type"],
-                                  config["header_timeout"], lambda: state.source)
+                                  config["header_timeout"], lambda: state.source,
+                                  fronts=config.get("fronts"))
         async with trio.open_nursery() as clients:
             async with trio.open_nursery() as main:
                 main.start_soon(_receive_clients, control, handlers, clients)

@@ -27,10 +27,10 @@ close) go through the sink's writer, between two whole data frames.
 Other connections (TLS, :meth:`WebSocketFront.handle` under
 ``trio_websocket.serve_websocket``) use :class:`WebSocketStream`: one
 ``send_all`` per buffer, each sent by trio-websocket as one message (a
-multi-segment :class:`~trio_msink.Buffer` is joined first). Either way every
-buffer is exactly one message, and a client's messages are whole buffers in
-order, and a client that does not read falls behind and meets the sink's
-limits and ``timeout`` as any other client.
+multi-segment :class:`~trio_msink.Buffer` is joined first). Either way a
+client's messages are whole buffers in order, one message each, and a client
+that does not read falls behind and meets the sink's limits and ``timeout``
+as any other client.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import contextlib
 import logging
 import struct
 import weakref
+from collections.abc import Mapping
 
 import trio
 from trio_websocket import (
@@ -165,7 +166,7 @@ class WebSocketFramedStream(FramedSocketStream, trio.abc.ReceiveStream):
     the handshake is done) reads the client's frames and sends its control
     frames between two whole messages.
 
-    ``receive_some`` and :meth:`close` are :class:`WebSocketStream`'s.
+    ``receive_some`` and :meth:`close` behave as :class:`WebSocketStream`'s.
     """
 
     def __init__(self, socket_stream: trio.SocketStream,
@@ -180,6 +181,8 @@ class WebSocketFramedStream(FramedSocketStream, trio.abc.ReceiveStream):
         """The next bytes of the peer's messages; ``b""`` at end of stream."""
         if max_bytes is not None and max_bytes < 1:
             raise ValueError("max_bytes must be >= 1")
+        if self._closed:
+            raise trio.ClosedResourceError("this stream was closed")
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this stream")
         if self.connection is None:
@@ -265,6 +268,8 @@ class WebSocketFront:
     rejected with 404. ``close_timeout`` bounds, in seconds, the closing
     handshake after a client was removed. ``max_message_size`` (bytes)
     bounds what a client may send, for :meth:`serve_stream` connections.
+    ``routes`` maps other paths (query ignored) to the fronts that serve
+    them on the same port, e.g. ``{"/video": WebSocketFront(video_sink)}``.
     """
 
     def __init__(
@@ -277,6 +282,7 @@ class WebSocketFront:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_message_size: int = 64 * 1024,
+        routes: Mapping[str, WebSocketFront] | None = None,
     ) -> None:
         if close_timeout < 0 or handshake_timeout < 0:
             raise ValueError("timeouts must be >= 0 seconds")
@@ -289,6 +295,7 @@ class WebSocketFront:
         self.close_timeout = float(close_timeout)
         self.handshake_timeout = float(handshake_timeout)
         self.max_message_size = max_message_size
+        self.routes = dict(routes or {})
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
         """Handler for ``trio.serve_tcp``: the opening handshake on a raw
@@ -327,6 +334,10 @@ class WebSocketFront:
         removed, then close it. Never raises for anything the peer does, nor
         when the sink is already closed (the client is then closed with
         code 1001, "going away")."""
+        route = self.routes.get(request.path.split("?", 1)[0])
+        if route is not None and route is not self:
+            await route.handle(request)
+            return
         if self.path is not None and request.path.split("?", 1)[0] != self.path:
             with contextlib.suppress(ConnectionClosed):
                 await request.reject(404, body=b"no stream here\n")
