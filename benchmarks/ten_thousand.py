@@ -18,8 +18,10 @@ buffers received, buffers lost (sequence numbers: a gap in a connection's
 sequence is a loss), buffers not on a boundary, and a latency histogram
 (receive time minus the source's CLOCK_MONOTONIC stamp). Printed: delivered
 against expected bytes (readers x the source's rate x the window), loss,
-p50/p99/max latency, the server's CPU and its RSS per client (RSS with the
-clients connected minus RSS before the first wave, over the clients).
+p50/p99/max latency, the CPU of the server and of the client processes
+(which share the machine's cores with it), the load average, and the
+server's RSS per client (RSS with the clients connected minus RSS before the
+first wave, over the clients).
 
 Only 127.0.0.1 is used; every child is stopped in a ``finally`` block.
 """
@@ -42,7 +44,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 from _common import hist_percentile, merge_hist  # noqa: E402
 from _procs import LineReader, stop_process  # noqa: E402
-from _servers import HOST, Server  # noqa: E402
+from _servers import HOST, Server, proc_cpu_seconds  # noqa: E402
 
 #: The targets of the issue: no loss and p99 under this, in milliseconds.
 P99_TARGET_MS = 100.0
@@ -147,6 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(args.warmup)
             rss_after = server.rss_kib()
             cpu0 = server.cpu_seconds()
+            clients_cpu0 = sum(proc_cpu_seconds(p.pid) for p in clients)
             t0 = time.monotonic_ns() + 200_000_000
             t1 = t0 + int(args.duration * 1e9)
             for proc in clients:
@@ -156,6 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             reader = LineReader(clients)
             lines = reader.wait_lines(b"{", time.monotonic() + args.duration + 60)
             cpu = server.cpu_seconds() - cpu0
+            clients_cpu = sum(proc_cpu_seconds(p.pid) for p in clients) - clients_cpu0
             reports = []
             for i, line in enumerate(lines):
                 if line is None or line.endswith(b"EOF"):
@@ -188,6 +192,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "p99_ms": None if p99 is None else p99 / 1000,
         "max_ms": None if not hist else (hist_percentile(hist, 1.0) or 0.0) / 1000,
         "server_cpu_percent": 100 * cpu / args.duration,
+        "clients_cpu_percent": 100 * clients_cpu / args.duration,
+        "load_average": os.getloadavg()[0],
         "server_rss_mib": rss_after / 1024,
         "rss_kib_per_client": (rss_after - rss_before) / max(1, args.clients),
     })
@@ -204,16 +210,18 @@ def report(r: dict[str, Any]) -> str:
     rows = [
         "| clients | connected | rate/client | MB/s expected | delivered % | lost | "
         "not on a boundary | dropped | p50 ms | p99 ms | max ms | server CPU % | "
-        "server RSS MiB | RSS KiB/client |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "clients CPU % | server RSS MiB | RSS KiB/client |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {r['clients']} | {r['connected']} | {r['rate']:g} x {r['size']} B | "
         f"{r['expected_bytes'] / r['duration'] / 1e6:.1f} | {100 * r['delivered']:.2f} | "
         f"{r['lost']} | {r['bad']} | {r['drops']} | {ms(r['p50_ms'])} | {ms(r['p99_ms'])} | "
-        f"{ms(r['max_ms'])} | {r['server_cpu_percent']:.0f} | {r['server_rss_mib']:.1f} | "
+        f"{ms(r['max_ms'])} | {r['server_cpu_percent']:.0f} | {r['clients_cpu_percent']:.0f} | "
+        f"{r['server_rss_mib']:.1f} | "
         f"{r['rss_kib_per_client']:.2f} |",
         "",
         f"no loss: {'met' if met_loss else 'MISSED'}; p99 < {P99_TARGET_MS:g} ms: "
         f"{'met' if met_p99 else 'MISSED'}",
+        f"load average (1 min) at the end: {r['load_average']:.2f}",
         "waves: " + ", ".join(f"{w['connected']}/{w['clients']} in {w['seconds']} s"
                               for w in r["waves"]),
     ]

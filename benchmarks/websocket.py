@@ -181,12 +181,12 @@ def target_lines(results: list[Result]) -> list[str]:
         peers = [by[(p, 1000)] for p in ("websockets", "node-ws") if (p, 1000) in by]
         ahead = all(_ahead(ws, p) for p in peers)
         verdict = "MET" if ok and ahead else "MISSED"
+        peer_text = (f"ahead of {', '.join(p.server for p in peers)}: "
+                     f"{'yes' if ahead else 'no'}" if peers else "no peer measured")
         lines.append(
             f"target 1,000 clients: trio-ws {_fmt(ws.mb_s, '.1f')} MB/s, p99 "
             f"{_fmt(ws.p99_ms, '.1f')} ms, loss {_fmt(ws.loss_pct, '.3f')}% "
-            f"({'full delivery' if ok else 'not full: ' + why}); ahead of "
-            f"{', '.join(p.server for p in peers) or 'no peer measured'}: "
-            f"{'yes' if ahead else 'no'}: {verdict}")
+            f"({'full delivery' if ok else 'not full: ' + why}); {peer_text}: {verdict}")
     return lines
 
 

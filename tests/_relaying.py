@@ -4,6 +4,7 @@ players get."""
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import tempfile
@@ -18,11 +19,19 @@ from trio_msink.cli._sources import Item, Source, Upstream
 _GAP = 0.8
 
 def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (for restarts on the same port)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    """A port on 127.0.0.1 that nothing uses now, for a server that is
+    restarted on the same port. It is taken below the kernel's ephemeral
+    range (32768 and up on Linux), so that the outgoing connections of
+    other tests on a busy machine cannot take it while the server is down."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 32768)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 class Collector:

@@ -50,7 +50,7 @@ def test_fanout_smoke(tmp_path: Path, trio_cmd: str) -> None:
 
 
 RELAY_COLUMNS = ["Mbit/s", "relays", "N", "samples", "p50 ms", "p99 ms", "+p50 ms/relay",
-                 "+p99 ms/relay", "loss %", "delivered %"]
+                 "+p99 ms/relay", "loss %", "delivered %", "origin CPU %", "CPU %/relay"]
 
 
 def _table(stdout: str) -> list[list[str]]:
@@ -77,10 +77,12 @@ def test_relay_latency_quick_prints_a_row_per_relay_count(tmp_path: Path) -> Non
         assert 0 <= float(c["p50 ms"]) <= float(c["p99 ms"])
         assert float(c["loss %"]) == 0  # every buffer arrived, through every relay
         assert float(c["delivered %"]) > 0
+        assert float(c["origin CPU %"]) >= 0
     for c in cells[1:]:  # the added latency is a number (of either sign: noise)
         float(c["+p50 ms/relay"])
         float(c["+p99 ms/relay"])
-    assert cells[0]["+p50 ms/relay"] == "-"
+        assert float(c["CPU %/relay"]) >= 0
+    assert cells[0]["+p50 ms/relay"] == cells[0]["CPU %/relay"] == "-"
     data = json.loads(out_json.read_text())
     assert [(r["hops"], r["runs"], r["bad"], r["errors"]) for r in data["results"]] == \
         [(0, 1, 0, []), (1, 1, 0, []), (3, 1, 0, [])]

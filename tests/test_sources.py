@@ -264,10 +264,7 @@ async def test_a_lost_origin_is_reconnected_and_marked_as_a_new_upstream() -> No
 
 async def test_a_relay_started_before_its_origin_waits_for_it() -> None:
     with trio.fail_after(20):
-        probe = trio.socket.socket()
-        await probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()  # a port with nothing behind it, for now
+        port = free_port()  # nothing behind it, for now
         source = PullSource([parse_net_spec(tcp(port), "SOURCE")], timeout=5)
         collector = Collector()
         async with trio.open_nursery() as nursery:
@@ -360,7 +357,7 @@ async def test_fallback_origin_then_back_to_the_first() -> None:
 
                 async def primary(*, task_status: trio.TaskStatus[None]) -> None:
                     with first_scope:
-                        async with origin(forever(b"A")) as port:
+                        async with origin(forever(b"A"), free_port()) as port:
                             port_box.append(port)
                             task_status.started()
                             await trio.sleep_forever()

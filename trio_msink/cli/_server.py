@@ -5,6 +5,7 @@ one Sink (and with ``--workers`` by the workers' Sinks too) to every front
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 import sys
@@ -17,11 +18,13 @@ import trio
 from .. import Buffer, ClientStatus, Sink
 from ..framing import AutoFramer, Framer, open_framer
 from ..fronts import ClientRegistry, WebSocketFront
+from ..fronts._accept import AcceptLoop
 from ..fronts.browser import BrowserVideo
 from ._defaults import DEFAULT_FORMAT_BEFORE_DETECTION, format_defaults
 from ._display import Display
 from ._errors import CommandError
 from ._handlers import VIDEO_PATH, Handler, front_handlers, front_url, logging_callbacks
+from ._security import Security
 from ._sources import Item, Source, SourceError, Upstream, listen_error, open_source
 from ._sources import _FiniteSource as FiniteSource
 from ._timeline import Timeline
@@ -61,6 +64,7 @@ class Server:
         self.registry = ClientRegistry()
         self.display = Display(self.registry, interactive=sys.stderr.isatty())
         self.display.source = self.source.status
+        self.security = Security.from_args(args, list(fronts))
         # The browser viewers' video, when there is a WebSocket front.
         self.video: BrowserVideo | None = None
 
@@ -95,7 +99,9 @@ class Server:
 
     async def _run(self) -> None:
         listeners = await self._open_listeners()
-        urls = [front_url(front, ls[0].socket.getsockname()) for front, ls in listeners.items()]
+        urls = [self.security.url(front_url(front, ls[0].socket.getsockname()))
+                for front, ls in listeners.items()]
+        self._tell_gate(listeners)
         fronts = dict(zip(listeners, urls, strict=True))
         ingest = await self.source.listen()
         if ingest is not None:  # push ingest: publishers need its address too
@@ -104,24 +110,30 @@ class Server:
         pool: WorkerPool | None = None
         if self.args.workers > 1:
             config = {"props": self.props, "content_type": self.content_type,
-                      "header_timeout": self.args.header_timeout, "fronts": fronts}
+                      "header_timeout": self.args.header_timeout, "fronts": fronts,
+                      "security": self.security.worker_config()}
             pool = WorkerPool(self.args.workers - 1, config, sync=self.props["sync"])
             await pool.start()
+            self.security.on_sighup.append(partial(pool.signal_workers, signal.SIGHUP))
         callbacks = self._callbacks() if pool is None else logging_callbacks(0, self.registry)
         try:
             async with Sink(**self.props, **callbacks) as sink, self._video_context():
                 self.display.sink = sink
                 local = front_handlers(sink, self.registry, self.content_type,
                                        self.args.header_timeout, self.source_status,
-                                       video=self.video, fronts=fronts)
+                                       video=self.video, fronts=fronts,
+                                       gate=self.security.gate)
+                accept = self.security.accept_loop(self.args.header_timeout)
                 async with trio.open_nursery() as handlers:
                     async with trio.open_nursery() as main:
+                        await main.start(self.security.watch)  # SIGHUP before the URLs
                         if video_listeners and self.video is not None:
                             viewers = WebSocketFront(self.video.sink, registry=self.registry,
-                                                     name="video", path=VIDEO_PATH)
-                            main.start_soon(partial(trio.serve_listeners, viewers.serve_stream,
+                                                     name="video", path=VIDEO_PATH,
+                                                     gate=self.security.gate)
+                            main.start_soon(partial(accept.serve, viewers.serve_stream,
                                                     video_listeners, handler_nursery=handlers))
-                        _serve_fronts(listeners, local, pool, main, handlers)
+                        _serve_fronts(listeners, local, pool, main, handlers, accept)
                         for url in urls:
                             print(url, flush=True)
                         if self.args.command == "demo":
@@ -142,6 +154,22 @@ class Server:
                 with trio.CancelScope(shield=True):
                     await pool.close()
 
+    def _tell_gate(self, listeners: dict[str, list[trio.SocketListener]]) -> None:
+        """The server's own pages (the HTTP front) and listening hosts are
+        origins its WebSocket front admits (docs/security.md)."""
+        gate = self.security.gate
+        for front, opened in listeners.items():
+            for listener in opened:
+                host, port = listener.socket.getsockname()[:2]
+                if front == "http":
+                    gate.page_ports.add(port)
+                try:
+                    unspecified = ipaddress.ip_address(host.split("%", 1)[0]).is_unspecified
+                except ValueError:  # not an IP address: nothing to compare origins with
+                    continue
+                if not unspecified:
+                    gate.listen_hosts.add(host)
+
     async def _open_video(self, listeners: dict[str, list[trio.SocketListener]],
                           fronts: dict[str, str]) -> list[trio.SocketListener]:
         """Browser viewers' video (docs/fronts.md): on the WebSocket front's
@@ -156,7 +184,8 @@ class Server:
             fronts["video"] = fronts["ws"].rstrip("/") + VIDEO_PATH
             return []
         opened = await trio.open_tcp_listeners(0, host=self.fronts["ws"][0])
-        fronts["video"] = front_url("ws", opened[0].socket.getsockname()).rstrip("/") + VIDEO_PATH
+        video_url = self.security.url(front_url("ws", opened[0].socket.getsockname()))
+        fronts["video"] = video_url.rstrip("/") + VIDEO_PATH
         return opened
 
     def _video_context(self) -> AbstractAsyncContextManager[object]:
@@ -280,17 +309,20 @@ class Server:
 
 def _serve_fronts(listeners: dict[str, list[trio.SocketListener]], local: dict[str, Handler],
                   pool: WorkerPool | None, nursery: trio.Nursery,
-                  handlers: trio.Nursery) -> None:
+                  handlers: trio.Nursery, accept: AcceptLoop) -> None:
     """Accept on every front: each connection is served here (``local``, its
-    task in ``handlers``), or with ``--workers`` dealt round robin over this
+    task in ``handlers``, through ``accept``: addresses, limits, TLS; see
+    docs/security.md), or with ``--workers`` dealt round robin over this
     process and the workers."""
     for front, front_listeners in listeners.items():
         if pool is None:
-            nursery.start_soon(partial(trio.serve_listeners, local[front], front_listeners,
+            nursery.start_soon(partial(accept.serve, local[front], front_listeners,
                                        handler_nursery=handlers))
             continue
         for listener in front_listeners:
-            nursery.start_soon(pool.hand_off, front, listener, local[front], handlers)
+            nursery.start_soon(pool.hand_off, front, listener,
+                               partial(accept.serve_connection, handler=local[front]),
+                               handlers, accept.accept)
 
 
 def _address(host: str, port: int) -> str:

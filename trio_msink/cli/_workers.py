@@ -24,6 +24,7 @@ import struct
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import trio
@@ -34,6 +35,7 @@ from ..fronts import ClientRegistry
 from ..fronts.browser import BrowserVideo
 from ._defaults import apply_properties
 from ._handlers import front_handlers, logging_callbacks
+from ._security import Security
 
 __all__ = [
     "Output",
@@ -242,16 +244,20 @@ class WorkerPool:
 
     async def hand_off(self, front: str, listener: trio.SocketListener,
                        local: Callable[[trio.SocketStream], Awaitable[object]],
-                       nursery: trio.Nursery) -> None:
-        """Accept connections forever; in turn, serve one here (``local``, in
-        ``nursery``) and pass one to each worker process."""
+                       nursery: trio.Nursery,
+                       accept: Callable[[trio.SocketListener], Awaitable[trio.SocketStream]]
+                       | None = None) -> None:
+        """Accept connections forever (with ``accept(listener)`` if given: the
+        fronts' accept loop, which waits out a lack of descriptors); in turn,
+        serve one here (``local``, in ``nursery``) and pass one to each worker
+        process."""
 
         async def serve_here(stream: trio.SocketStream) -> None:
             async with stream:
                 await local(stream)
 
         while True:
-            stream = await listener.accept()
+            stream = await (accept(listener) if accept is not None else listener.accept())
             turn = self._next % (len(self.workers) + 1)
             self._next += 1
             if turn == 0:
@@ -268,6 +274,12 @@ class WorkerPool:
                         await trio.lowlevel.wait_writable(worker.control)
             finally:
                 os.close(fd)
+
+    def signal_workers(self, signum: int) -> None:
+        """Send ``signum`` to every worker process (SIGHUP: reload)."""
+        for worker in self.workers:
+            if worker.process.returncode is None:
+                worker.process.send_signal(signum)
 
     async def close(self) -> None:
         """End of stream: each worker lets its clients drain, then exits."""
@@ -374,12 +386,17 @@ async def _worker(config: dict[str, Any]) -> None:
     control = socket.socket(fileno=config["control_fd"])
     control.setblocking(False)
     state = _WorkerState()
+    security = Security.from_worker_config(config["security"])  # docs/security.md
+    accept = security.accept_loop(config["header_timeout"])
     async with Sink(**props, **logging_callbacks(config["index"], registry)) as sink:
-        handlers = front_handlers(sink, registry, config["content_type"],
-                                  config["header_timeout"], lambda: state.source,
-                                  fronts=config.get("fronts"))
+        handlers = {front: partial(accept.serve_connection, handler=handler)
+                    for front, handler in front_handlers(
+                        sink, registry, config["content_type"], config["header_timeout"],
+                        lambda: state.source, fronts=config.get("fronts"),
+                        gate=security.gate).items()}
         async with trio.open_nursery() as clients:
             async with trio.open_nursery() as main:
+                await main.start(security.watch)
                 main.start_soon(_receive_clients, control, handlers, clients)
                 await _receive_stream(data, sink, state)
                 main.cancel_scope.cancel()

@@ -37,6 +37,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -46,6 +47,7 @@ import trio
 
 from .. import ClientStatus, Sink
 from . import ClientRegistry, peer_address
+from ._access import Front, Gate, Refusal, Role, host_of
 from ._page import ASSETS, asset, fill_page
 from ._stats import StatsQuery, stats_document
 
@@ -117,6 +119,9 @@ class HttpFront:
     browser viewers' video (its status on ``/stats``, its viewers in the
     table) and ``fronts`` maps front names to the URLs they listen on
     (``"video"``: the WebSocket URL the page plays), for the page.
+    ``gate`` (a ``Gate`` of ``trio_msink.fronts._access``, default none)
+    decides who may make which request (tokens, the viewers' limits; see
+    docs/security.md): a refused request gets its 401, 403 or 503.
     Raises :exc:`ValueError` for a negative timeout or a non-positive size.
     """
 
@@ -137,6 +142,7 @@ class HttpFront:
         video: BrowserVideo | None = None,
         fronts: Mapping[str, str] | None = None,
         time_path: str = "/time",
+        gate: Gate | None = None,
     ) -> None:
         if header_timeout < 0 or response_timeout < 0:
             raise ValueError("timeouts must be >= 0 seconds")
@@ -159,6 +165,7 @@ class HttpFront:
         base = page_path.rstrip("/")
         self._assets = {f"{base}/{name}": name for name in ASSETS}
         self._shared: dict[StatsQuery, tuple[float, bytes]] = {}
+        self.gate = gate
         # Validate once so a bad content type fails here, not per request.
         _stream_head(self._stream_headers())
 
@@ -207,6 +214,31 @@ class HttpFront:
             await self._send_error(conn, stream, 405, "only GET and HEAD are allowed",
                                    [("Allow", "GET, HEAD")])
             return None
+        with self._enter(stream, path, request) as refusal:
+            if refusal is not None:
+                await self._send_error(conn, stream, refusal.status, refusal.message,
+                                       list(refusal.headers), head=head)
+                return None
+            return await self._respond(conn, stream, path, query, head)
+
+    def _enter(self, stream: trio.abc.Stream, path: str,
+               request: h11.Request) -> AbstractContextManager[Refusal | None]:
+        """The gate's verdict on a request (docs/security.md): the operator's
+        paths need the operator's token, the stream is a viewer's; other
+        resources (static files, the clock) hold no data and are public."""
+        if path in {self.stats_path, self.page_path}:
+            role = Role.OPERATOR
+        elif path == self.stream_path:
+            role = Role.VIEWER
+        else:
+            return nullcontext(None)
+        if self.gate is None:
+            return nullcontext(None)
+        return self.gate.enter(Front.HTTP, role, host_of(peer_address(stream)),
+                               request.target, request.headers)
+
+    async def _respond(self, conn: h11.Connection, stream: trio.abc.Stream, path: str,
+                       query: str, head: bool) -> ClientStatus | None:
         if path == self.stream_path:
             return await self._serve_stream(stream, head)
         if path == self.stats_path:

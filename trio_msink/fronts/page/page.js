@@ -50,7 +50,12 @@ const now = () => performance.timeOrigin + performance.now();
 // Every URL the page requests goes through here: the one place to add
 // credentials (a token) when the server asks for them.
 function authorize(url) {
-  return url;
+  // The page was opened with the operator's ?token= (docs/security.md).
+  const token = new URLSearchParams(location.search).get("token");
+  if (!token) return url;
+  const target = new URL(url, location.href);
+  target.searchParams.set("token", token);
+  return target.href;
 }
 
 async function api(path, params = {}) {
