@@ -23,7 +23,6 @@ loopback with trio.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import resource
@@ -57,14 +56,6 @@ RSS_SLACK = 32 * 1024 * 1024
 RECOVERY = 20.0
 # Pictures a second of ``SOURCE test``, the steady source.
 SOURCE_FPS = 25
-
-
-@functools.cache
-def serve_flags() -> str:
-    """``trio-msink serve --help``: which flags the command has."""
-    result = subprocess.run([*COMMAND, "serve", "--help"], capture_output=True, timeout=60,
-                            check=False)
-    return result.stdout.decode()
 
 
 def raise_fd_limit(wanted: int) -> None:

@@ -17,22 +17,12 @@ from collections.abc import Iterator
 
 import pytest
 import trio
-from _hostile import HostileServer, close_all, connect_many, serve_flags, serving
+from _hostile import HostileServer, close_all, connect_many, serving
 
 TOKEN = "viewer-token-h9"
 ADMIN = "operator-token-h9"
 OUTSIDE = "127.0.0.3"  # a loopback address that --allow leaves out
 REQUESTS = 400  # of each kind of unauthorised request
-
-
-def _has_access_control() -> bool:
-    """Whether the command has tokens and --allow (docs/security.md)."""
-    return all(flag in serve_flags() for flag in ("--token", "--admin-token", "--allow"))
-
-
-pytestmark = pytest.mark.xfail(
-    not _has_access_control(), strict=True,
-    reason="the command has no --token, --admin-token and --allow yet")
 
 
 @pytest.fixture(scope="module")

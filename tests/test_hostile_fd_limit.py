@@ -28,7 +28,6 @@ from _hostile import (
     connect_many,
     fds,
     raise_fd_limit,
-    serve_flags,
     serving,
     small_receive_buffer,
 )
@@ -44,19 +43,6 @@ HOLD = 4.0
 # tcpi_state values (linux/tcp_states.h).
 _TCP_CLOSE, _TCP_CLOSE_WAIT = 7, 8
 ARGS = ["serve", "test", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"]
-
-
-def _has_admission_limits() -> bool:
-    """Whether the command has the admission limits of docs/security.md
-    (``--max-clients`` and the accept loop's backoff at the fd limit)."""
-    return "--max-clients" in serve_flags()
-
-
-# Without them, each failed accept logs a traceback (trio.serve_listeners'
-# own retry every 0.1 s) and /stats cannot be reached at the limit.
-pytestmark = pytest.mark.xfail(
-    not _has_admission_limits(), strict=True,
-    reason="the command has no --max-clients and no quiet back-off at the fd limit")
 
 
 @pytest.fixture(scope="module")
