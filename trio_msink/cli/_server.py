@@ -33,7 +33,8 @@ from ._handlers import (
     open_metrics,
 )
 from ._security import Security
-from ._sources import Item, Source, Upstream, listen_error, open_source
+from ._sources import Item, Source, SourceError, Upstream, listen_error, open_source
+from ._sources import _FiniteSource as FiniteSource
 from ._timeline import Timeline
 from ._workers import Output, Relay, WorkerPool
 
@@ -67,6 +68,7 @@ class Server:
         self._defaults_format = (DEFAULT_FORMAT_BEFORE_DETECTION if self.format == "auto"
                                  else self.format)
         self.content_type = args.content_type or _CONTENT_TYPES.get(self.format, "video/mp2t")
+        self._told_unrecognised = False  # this upstream's "not recognised" line is out
         self.registry = ClientRegistry()
         self.display = Display(self.registry, interactive=sys.stderr.isatty())
         self.display.source = self.source.status
@@ -260,6 +262,7 @@ class Server:
         timeline instead of waiting for, or bursting to, the new clock."""
         self.framer.restart()
         self.timeline.discontinuity()
+        self._told_unrecognised = False
         if self.video is not None:
             self.video.restart()
 
@@ -278,7 +281,34 @@ class Server:
         logger.info("input format: %s", detected)
         output.set_properties(format_defaults(detected, explicit))
 
+    def _refuse_unrecognised(self) -> bool:
+        """``--format auto`` fell back to raw: the input is neither MPEG-TS
+        nor H.264, so it is not served under a video label unless
+        ``--content-type`` says what it is (docs/cli.md, "Input that auto
+        does not recognise"). True while its bytes are dropped (a relay's
+        origin or a publisher: until the next upstream); SourceError (exit
+        1) for stdin or a file, which have no other upstream to wait for."""
+        if not isinstance(self.framer, AutoFramer) or self.framer.detected != "raw":
+            return False
+        spec = self.source.status.spec
+        if self.args.content_type is not None:
+            if not self._told_unrecognised:
+                logger.warning("source %s: neither MPEG-TS nor H.264: served as raw chunks "
+                               "labelled %s", spec, self.args.content_type)
+                self._told_unrecognised = True
+            return False
+        what = ("neither MPEG-TS nor H.264 in its first bytes (--format auto); "
+                "give --format raw or --content-type TYPE to serve it as bytes")
+        if isinstance(self.source, FiniteSource):
+            raise SourceError(f"SOURCE {spec}: {what}")
+        if not self._told_unrecognised:
+            logger.warning("source %s: %s; not served until the next upstream", spec, what)
+            self._told_unrecognised = True
+        return True
+
     async def _send_all(self, output: Output, buffers: list[Buffer]) -> None:
+        if self._refuse_unrecognised():
+            return
         self._apply_detected_defaults(output)
         if self.framer.header_changed:
             output.set_streamheader(self.framer.streamheader)
