@@ -13,19 +13,24 @@ import argparse
 import contextlib
 import os
 import sys
+from enum import IntEnum
 from functools import partial
+from typing import TypeVar
 
 import trio
 
 from trio_msink import RecoverPolicy, Sink, SyncMethod
 
+_E = TypeVar("_E", bound=IntEnum)
 
-def _enum(cls: type[SyncMethod] | type[RecoverPolicy], text: str) -> int:
+
+def _enum(cls: type[_E], text: str) -> _E:
+    """The member of ``cls`` named by a flag value (``resync-latest``, ``latest``) or number."""
     key = text.strip().upper().replace("-", "_")
     for member in cls:
         if member.name == key or member.name == "RESYNC_" + key:
-            return int(member)
-    return int(cls(int(text)))
+            return member
+    return cls(int(text))
 
 
 async def serve(args: argparse.Namespace) -> None:

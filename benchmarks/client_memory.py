@@ -205,8 +205,8 @@ def measure_serve(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         [sys.executable, "-m", "trio_msink", "serve", "-", "--format", "raw",
          "--chunk-size", str(args.size), "--tcp", f"{HOST}:0", "--no-sync",
          "--timeout", "0", "--linger", "0", "--units-max", "-1", "--units-soft-max", "-1",
-         "--unit-format", "buffers", "--quiet"],
-        stdin=source.stdout, stdout=subprocess.PIPE, text=True)
+         "--unit-format", "buffers"],
+        stdin=source.stdout, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     clients: ClientProcess | None = None
     try:
         assert server.stdout is not None

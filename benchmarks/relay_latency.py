@@ -69,6 +69,9 @@ class HopResult:
     lost: int = 0
     bad: int = 0
     drops: int = 0
+    #: CPU seconds (user + system) in the windows: the origin's, all relays' together
+    origin_cpu_s: float = 0.0
+    relay_cpu_s: float = 0.0
     hist: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -78,7 +81,8 @@ class HopResult:
         self.runs += other.runs
         self.seconds += other.seconds
         merge_hist(self.hist, other.hist)
-        for name in ("bytes", "buffers", "lost", "bad", "drops"):
+        for name in ("bytes", "buffers", "lost", "bad", "drops", "origin_cpu_s",
+                     "relay_cpu_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def percentile_ms(self, q: float) -> float | None:
@@ -96,6 +100,18 @@ class HopResult:
         """Buffers missed / (received + missed), in %."""
         total = self.lost + self.buffers
         return 100 * self.lost / total if total else None
+
+    @property
+    def origin_cpu_pct(self) -> float | None:
+        """The origin's CPU time / window time, in % of one core."""
+        return 100 * self.origin_cpu_s / self.seconds if self.seconds else None
+
+    @property
+    def relay_cpu_pct(self) -> float | None:
+        """One relay's CPU time / window time (the mean over the relays), in % of one core."""
+        if not self.seconds or not self.hops:
+            return None
+        return 100 * self.relay_cpu_s / self.seconds / self.hops
 
     @property
     def delivered_pct(self) -> float | None:
@@ -121,6 +137,11 @@ def _deadline(cmd: list[str], seconds: float) -> list[str]:
     if shutil.which("timeout") is None:
         return cmd
     return ["timeout", "-k", "2", f"{seconds:.0f}", *cmd]
+
+
+def _sleep_until(t_ns: int) -> None:
+    while (left := t_ns - time.monotonic_ns()) > 0:
+        time.sleep(min(left / 1e9, 0.5))
 
 
 def _fill(cmd: list[str], **values: object) -> list[str]:
@@ -179,6 +200,12 @@ def run_chain(mbit_s: float, hops: int, opts: Options, number: int) -> HopResult
             assert clients.stdin is not None
             clients.stdin.write(f"go {t0} {t1}\n".encode())
             clients.stdin.flush()
+            # CPU in the window: unlike latency, it hardly depends on what
+            # else the machine runs, so it compares relay versions on a busy one.
+            _sleep_until(t0)
+            cpu0 = [s.cpu_seconds() for s in servers]
+            _sleep_until(t1)
+            cpu1 = [s.cpu_seconds() for s in servers]
             [report] = lines.wait_lines(b"{", time.monotonic() + opts.warmup
                                         + opts.duration + 15)
             dead = [i for i, s in enumerate(servers) if not s.alive()]
@@ -192,6 +219,8 @@ def run_chain(mbit_s: float, hops: int, opts: Options, number: int) -> HopResult
                 result.errors.append("the clients gave no report")
                 return result
             result.runs, result.seconds = 1, (t1 - t0) / 1e9
+            result.origin_cpu_s = cpu1[0] - cpu0[0]
+            result.relay_cpu_s = sum(cpu1[1:]) - sum(cpu0[1:])
             merge_hist(result.hist, data["hist"])
             for name in ("bytes", "buffers", "lost", "bad", "drops"):
                 setattr(result, name, int(data[name]))
@@ -238,14 +267,15 @@ def _describe(r: HopResult) -> str:
         return "ERROR " + "; ".join(r.errors)
     text = (f"p50 {_ms(r.percentile_ms(0.5))} ms, p99 {_ms(r.percentile_ms(0.99))} ms, "
             f"{r.samples} samples, loss {_ms(r.loss_pct, '.3f')} %, "
-            f"delivered {_ms(r.delivered_pct, '.1f')} %")
+            f"delivered {_ms(r.delivered_pct, '.1f')} %; CPU origin "
+            f"{_ms(r.origin_cpu_pct, '.0f')} %, per relay {_ms(r.relay_cpu_pct, '.0f')} %")
     if r.errors:
         text += "  ERROR " + "; ".join(r.errors)
     return text
 
 
 COLUMNS = ("Mbit/s", "relays", "N", "samples", "p50 ms", "p99 ms", "+p50 ms/relay",
-           "+p99 ms/relay", "loss %", "delivered %")
+           "+p99 ms/relay", "loss %", "delivered %", "origin CPU %", "CPU %/relay")
 
 
 def table_rows(results: Sequence[HopResult]) -> list[dict[str, str]]:
@@ -268,6 +298,8 @@ def table_rows(results: Sequence[HopResult]) -> list[dict[str, str]]:
             "p50 ms": _ms(p50), "p99 ms": _ms(p99),
             "+p50 ms/relay": _ms(add50, "+.2f"), "+p99 ms/relay": _ms(add99, "+.2f"),
             "loss %": _ms(r.loss_pct, ".3f"), "delivered %": _ms(r.delivered_pct, ".1f"),
+            "origin CPU %": _ms(r.origin_cpu_pct, ".1f"),
+            "CPU %/relay": _ms(r.relay_cpu_pct, ".1f"),
         })
     return rows
 

@@ -7,7 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -70,13 +70,15 @@ class Running:
 
 @asynccontextmanager
 async def run_server(args: Sequence[str], *, fronts: int, stdin: bool = False,
+                     preexec_fn: Callable[[], object] | None = None,
                      ) -> AsyncIterator[Running]:
     """Start ``trio-msink ARGS``, wait for its ``fronts`` URL lines, yield it;
-    on exit send SIGTERM and wait for it (killing it if it lingers)."""
+    on exit send SIGTERM and wait for it (killing it if it lingers).
+    ``preexec_fn`` runs in the child before the command (e.g. a low fd limit)."""
     process = await trio.lowlevel.open_process(
         [*COMMAND, *args],
         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec_fn,
     )
     output = Output()
     out = bytearray()

@@ -29,6 +29,10 @@ Where the tests of a rule are (each rule is a section of docs/semantics.rst):
 * streamheaders: test_streamheader.py; sync pacing: test_clock.py;
   refused arguments: test_validation.py; batching: test_batching.py
 * TLS: test_tls.py; DSCP: test_dscp.py; fronts: test_front_*.py
+* who may watch and how many (docs/security.md): test_access.py (the
+  policy), test_front_access.py (at the fronts), test_security_cli.py (the
+  command: tokens, TLS with real clients, a low fd limit),
+  test_security_proxy.py (behind HAProxy)
 * the pure core: test_core_log.py (BufferLog), test_core_history.py
   (History), and test_history_model.py (History against a brute-force model)
 """

@@ -50,7 +50,7 @@ def test_fanout_smoke(tmp_path: Path, trio_cmd: str) -> None:
 
 
 RELAY_COLUMNS = ["Mbit/s", "relays", "N", "samples", "p50 ms", "p99 ms", "+p50 ms/relay",
-                 "+p99 ms/relay", "loss %", "delivered %"]
+                 "+p99 ms/relay", "loss %", "delivered %", "origin CPU %", "CPU %/relay"]
 
 
 def _table(stdout: str) -> list[list[str]]:
@@ -77,10 +77,12 @@ def test_relay_latency_quick_prints_a_row_per_relay_count(tmp_path: Path) -> Non
         assert 0 <= float(c["p50 ms"]) <= float(c["p99 ms"])
         assert float(c["loss %"]) == 0  # every buffer arrived, through every relay
         assert float(c["delivered %"]) > 0
+        assert float(c["origin CPU %"]) >= 0
     for c in cells[1:]:  # the added latency is a number (of either sign: noise)
         float(c["+p50 ms/relay"])
         float(c["+p99 ms/relay"])
-    assert cells[0]["+p50 ms/relay"] == "-"
+        assert float(c["CPU %/relay"]) >= 0
+    assert cells[0]["+p50 ms/relay"] == cells[0]["CPU %/relay"] == "-"
     data = json.loads(out_json.read_text())
     assert [(r["hops"], r["runs"], r["bad"], r["errors"]) for r in data["results"]] == \
         [(0, 1, 0, []), (1, 1, 0, []), (3, 1, 0, [])]
@@ -151,3 +153,63 @@ def test_compare_puts_runs_side_by_side(bench_modules: None, tmp_path: Path) -> 
     (tmp_path / "empty.txt").write_text("no table here\n")
     with pytest.raises(ValueError, match=r"no fanout\.py table"):
         compare.read_run(tmp_path / "empty.txt")
+
+
+CLIENT_MEMORY = BENCHMARKS / "client_memory.py"
+TEN_THOUSAND = BENCHMARKS / "ten_thousand.py"
+
+
+def test_client_memory_reports_bytes_per_client_and_where_they_go(tmp_path: Path) -> None:
+    out_json = tmp_path / "memory.json"
+    proc = subprocess.run(
+        [sys.executable, str(CLIENT_MEMORY), "--clients", "20", "--settle", "0.3",
+         "--top", "5", "--json", str(out_json)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "## reading clients: 20, server inproc" in proc.stdout
+    assert "## stalled clients: 20, server inproc" in proc.stdout
+    data = json.loads(out_json.read_text())
+    assert data["clients"] == 20
+    for kind in ("reading", "stalled"):
+        result = data["kinds"][kind]
+        assert result["handles"] == 20  # every client was served while measured
+        # Each connected client allocates something, spread over the sites shown.
+        assert result["traced_per_client"] > 0
+        assert result["blocks_per_client"] > 0
+        assert 0 < len(result["sites"]) <= 5 and 0 < len(result["owners"]) <= 5
+        assert all(site["site"] and isinstance(site["bytes"], float)
+                   for site in result["sites"])
+        assert isinstance(result["rss_per_client"], float)
+
+
+def test_client_memory_measures_a_serve_subprocess_by_rss(tmp_path: Path) -> None:
+    out_json = tmp_path / "memory.json"
+    proc = subprocess.run(
+        [sys.executable, str(CLIENT_MEMORY), "--clients", "10", "--settle", "0.3",
+         "--server", "serve", "--kinds", "reading", "--json", str(out_json)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out_json.read_text())["kinds"]["reading"]
+    assert set(result) == {"rss_per_client"}  # tracemalloc sees only in-process servers
+    assert "RSS per client:" in proc.stdout
+
+
+def test_ten_thousand_small_run_delivers_every_buffer(tmp_path: Path) -> None:
+    out_json = tmp_path / "ten.json"
+    proc = subprocess.run(
+        [sys.executable, str(TEN_THOUSAND), "--clients", "30", "--procs", "3",
+         "--duration", "1", "--warmup", "0.3", "--json", str(out_json)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    header, *rows = _table(proc.stdout)
+    assert header[:5] == ["clients", "connected", "rate/client", "MB/s expected", "delivered %"]
+    assert len(rows) == 1 and rows[0][:2] == ["30", "30"]
+    assert "no loss: met" in proc.stdout  # whole buffers, in sequence, none lost
+    data = json.loads(out_json.read_text())
+    assert [w["connected"] for w in data["waves"]] == [10, 10, 10]  # three waves
+    assert data["readers"] == 30 and data["lost"] == 0 and data["bad"] == 0
+    assert data["bytes"] > 0 and data["p99_ms"] is not None
+    assert data["fd_limit"] >= 30

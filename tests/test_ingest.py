@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 import h11
 import pytest
 import trio
+from _relaying import Collector, Player, check_player, until
 from _server import need_tool, run_server
-from test_sources import Collector, until
 
 from trio_msink.cli._ingest import IngestSource
 from trio_msink.cli._source_state import SourceState
@@ -224,3 +224,42 @@ async def test_http_ingest_accepts_a_body_that_runs_until_the_publisher_closes()
             await stream.aclose()
             await until(lambda: source.status.state is SourceState.WAITING)
     assert collector.data() == b"first second"
+
+
+async def test_clients_stay_through_publishers_and_decode_each_one() -> None:
+    ffmpeg = need_tool("ffmpeg")
+    player = Player()
+    with trio.fail_after(60):
+        async with run_server(["serve", "--ingest", "tcp://127.0.0.1:0", "--tcp", "127.0.0.1:0",
+                               "--sync-method", "latest-keyframe", "--linger", "0"],
+                              fronts=2) as server, trio.open_nursery() as nursery:
+            nursery.start_soon(player.run, server.port("tcp"))
+            await server.wait_log(b"client added")
+            for size in ("320x240", "160x120"):  # the second publisher's headers differ
+                publisher = await trio.lowlevel.open_process(
+                    [ffmpeg, "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+                     f"testsrc2=size={size}:rate=25", "-t", "2", "-c:v", "libx264", "-g", "25",
+                     "-preset", "ultrafast", "-f", "mpegts", server.urls[-1]],
+                    stdin=subprocess.DEVNULL)
+                assert await publisher.wait() == 0
+                await server.wait_log(b"waiting for publisher (publisher", 1 + (size == "160x120"))
+                await trio.sleep(1)  # a gap between the publishers
+            assert server.process.returncode is None
+            nursery.cancel_scope.cancel()
+    check_player(ffmpeg, player, gaps=1)
+
+
+async def test_http_ingest_speaks_icecast_source_method() -> None:
+    with trio.fail_after(20):
+        async with ingest("http://127.0.0.1:0/live") as (source, collector, url):
+            stream = await trio.open_tcp_stream("127.0.0.1", _port(url))
+            await stream.send_all(b"SOURCE /live HTTP/1.0\r\nAuthorization: Basic eDp5\r\n"
+                                  b"Content-Type: video/mp2t\r\n\r\n")
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += await stream.receive_some(4096)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+            await stream.send_all(b"icecast bytes")
+            await collector.wait_for(lambda items: b"icecast bytes" in items)
+            await stream.aclose()
+            await until(lambda: source.status.state is SourceState.WAITING)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -36,6 +37,21 @@ def test_positions_move_lowest_and_below() -> None:
     assert positions.below(10) == []
     positions.move(c, 1)  # placed: leaves the unplaced set
     assert not positions.unplaced and positions.lowest(10) == 1
+
+
+def test_a_bucket_that_empties_to_a_few_cursors_gives_back_its_table() -> None:
+    # 10,000 viewers at one position, all but three move on (three stalled
+    # there): the bucket must not keep a table sized for 10,000.
+    positions: Positions[Item] = Positions()
+    items = [Item() for _ in range(10_000)]
+    for item in items:
+        positions.move(item, 4)
+    full = sys.getsizeof(positions._at[4])
+    for item in items[3:]:
+        positions.move(item, 5)
+    assert positions.below(5) == items[:3]  # membership and order kept
+    assert positions.below(6) == items[:3] + items[3:]
+    assert sys.getsizeof(positions._at[4]) < full / 100
 
 
 def test_a_push_looks_only_at_clients_near_a_limit(monkeypatch: pytest.MonkeyPatch) -> None:

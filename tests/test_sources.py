@@ -20,6 +20,7 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
+from _relaying import Collector, free_port, until
 from _server import COMMAND, run_server
 
 from trio_msink.cli import _upstream
@@ -28,7 +29,6 @@ from trio_msink.cli._source_state import Backoff, SourceState, SourceStatus
 from trio_msink.cli._sources import (
     Item,
     NetSpec,
-    Source,
     SourceError,
     Upstream,
     describe_error,
@@ -241,41 +241,6 @@ def forever(chunk: bytes) -> Serve:
     return handler
 
 
-class Collector:
-    """Runs a source and keeps what it sends, with a wake-up per item."""
-
-    def __init__(self) -> None:
-        self.items: list[Item] = []
-        self.changed = trio.Event()
-
-    async def run(self, source: Source) -> None:
-        send, receive = trio.open_memory_channel[Item](0)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(source.run, send)
-            async for item in receive:
-                self.items.append(item)
-                self.changed.set()
-                self.changed = trio.Event()
-
-    async def wait_for(self, check: Callable[[list[Item]], bool]) -> None:
-        while not check(self.items):
-            await self.changed.wait()
-
-    def data(self) -> bytes:
-        return b"".join(i for i in self.items if isinstance(i, bytes))
-
-    def upstreams(self) -> list[str]:
-        return [i.spec for i in self.items if isinstance(i, Upstream)]
-
-
-async def until(check: Callable[[], bool]) -> None:
-    """Poll ``check`` (for state that has no event to wait on)."""
-    while True:
-        if check():
-            return
-        await trio.sleep(0.02)
-
-
 def tcp(port: int) -> str:
     return f"tcp://127.0.0.1:{port}"
 
@@ -299,10 +264,7 @@ async def test_a_lost_origin_is_reconnected_and_marked_as_a_new_upstream() -> No
 
 async def test_a_relay_started_before_its_origin_waits_for_it() -> None:
     with trio.fail_after(20):
-        probe = trio.socket.socket()
-        await probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()  # a port with nothing behind it, for now
+        port = free_port()  # nothing behind it, for now
         source = PullSource([parse_net_spec(tcp(port), "SOURCE")], timeout=5)
         collector = Collector()
         async with trio.open_nursery() as nursery:
@@ -395,7 +357,7 @@ async def test_fallback_origin_then_back_to_the_first() -> None:
 
                 async def primary(*, task_status: trio.TaskStatus[None]) -> None:
                     with first_scope:
-                        async with origin(forever(b"A")) as port:
+                        async with origin(forever(b"A"), free_port()) as port:
                             port_box.append(port)
                             task_status.started()
                             await trio.sleep_forever()
@@ -482,15 +444,6 @@ async def test_http_pull_non_200_is_a_failed_attempt() -> None:
 
 
 # -- the command: exit status ------------------------------------------------------------------
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize(
     ("args", "text"),
     [
@@ -512,7 +465,7 @@ def test_a_source_that_can_never_work_exits_2_with_one_line(args: list[str], tex
 
 
 def test_reconnect_max_exits_1_with_one_line() -> None:
-    port = _closed_port()
+    port = free_port()
     result = subprocess.run(
         [*COMMAND, "serve", f"tcp://127.0.0.1:{port}", "--reconnect-max", "3",
          "--tcp", "127.0.0.1:0"],
@@ -525,7 +478,7 @@ def test_reconnect_max_exits_1_with_one_line() -> None:
 
 
 async def test_a_relay_without_its_origin_waits_shows_why_and_stops_only_on_a_signal() -> None:
-    port = _closed_port()
+    port = free_port()
     with trio.fail_after(30):
         async with run_server(["serve", f"tcp://127.0.0.1:{port}", "--tcp", "127.0.0.1:0",
                                "--http", "127.0.0.1:0"], fronts=2) as server:

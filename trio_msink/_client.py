@@ -96,7 +96,7 @@ class Client:
     __slots__ = ("_progress_clock", "bytes_sent", "connect_clock", "connect_time", "cursor",
                  "disconnect_clock", "disconnect_time", "fd", "finished", "gone", "history",
                  "host", "inflight", "last_activity_time", "own_reader", "removed", "scope",
-                 "status", "stream", "writing")
+                 "status", "stream", "wait_scope", "writing")
 
     def __init__(self, host: ClientHost, stream: trio.abc.SendStream, history: History,
                  cursor: Cursor) -> None:
@@ -105,8 +105,11 @@ class Client:
         self.history = history
         self.cursor = cursor
         self.status = ClientStatus.OK
-        #: Cancels the client's writer and reader at once (``remove``).
-        self.scope = trio.CancelScope()
+        #: Cancels the client's writer and reader at once (``remove``); a
+        #: plain socket client's task has none (see ``wait_scope``).
+        self.scope: trio.CancelScope | None = None
+        #: The wait for a writable socket, cancelled by ``remove`` too.
+        self.wait_scope: trio.CancelScope | None = None
         self.removed = False
         #: True while a buffer is handed to the stream and not completely written.
         self.writing = False
@@ -167,6 +170,12 @@ class Client:
     def remove(self, status: ClientStatus) -> None:
         """Remove the client with ``status`` (its stream closed or failed)."""
         self.host._remove_client(self, status)
+
+    def cancel(self) -> None:
+        """Stop the client's task (it has been removed): cancel what it waits in."""
+        for scope in (self.scope, self.wait_scope):
+            if scope is not None:
+                scope.cancel()
 
     def received(self, data: bytes) -> None:
         """``data`` was read from the client (``on_message``)."""

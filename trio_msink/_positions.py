@@ -42,8 +42,15 @@ class Positions(Generic[C]):
         if old >= 0:
             bucket = self._at[old]
             del bucket[cursor]
-            if not bucket:
+            size = len(bucket)
+            if not size:
                 del self._at[old]
+            elif size >= 8 and not size & (size - 1):
+                # A dict never shrinks: a bucket that once held every client
+                # and now holds the few stalled there would keep its table.
+                # Copied at each power of two on the way down, it stays
+                # within 4x of what it holds, at O(1) amortised per move.
+                self._at[old] = dict(bucket)
         elif old == UNPLACED:
             del self.unplaced[cursor]
         if slot >= 0:

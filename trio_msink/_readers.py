@@ -53,7 +53,13 @@ class ReadGroup:
         if self._epoll is None:
             self._epoll = select.epoll()
         fd = client.fd
-        self._epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
+        events = select.EPOLLIN | select.EPOLLRDHUP
+        try:
+            self._epoll.register(fd, events)
+        except FileExistsError:
+            # The number of a socket closed by its owner while still served,
+            # whose registration outlived it: it now means this socket.
+            self._epoll.modify(fd, events)
         self._clients[fd] = client
         self._added.set()
 
@@ -94,13 +100,11 @@ class ReadGroup:
             data = os.read(client.fd, _RECEIVE_SIZE)
         except BlockingIOError:
             return
-        except (ConnectionResetError, BrokenPipeError):
-            data = b""
         except OSError:
+            # As trio.SocketStream.receive_some reports any socket error (a
+            # broken stream): the connection is gone, CLOSED.
             logger.debug("reading from %r failed", client.stream, exc_info=True)
-            self.discard(client)
-            client.remove(ClientStatus.ERROR)
-            return
+            data = b""
         if not data:
             self.discard(client)
             client.remove(ClientStatus.CLOSED)

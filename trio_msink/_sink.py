@@ -1,8 +1,11 @@
 """The Trio shell: :class:`Sink` owns a nursery and serves every client in it.
 
-Each client runs one task with its own cancel scope, holding a writer (and a
-reader for readable streams). ``remove`` cancels that scope at once;
-``remove_flush`` marks the client's channel so the writer finishes what was
+Each client has one writer: in the task that called :meth:`Sink.serve`, or
+in a task of the sink's nursery for :meth:`Sink.add`. Plain sockets are read
+(``handle_read``) by the sink's one :class:`~trio_msink._readers.ReadGroup`
+task, other readable streams by a reader task beside their writer.
+``remove`` stops the writer at once (it cancels what the writer waits in);
+``remove_flush`` marks the client's cursor so the writer finishes what was
 queued and then removes the client itself. A clock task paces delivery by
 PTS when ``sync`` is on. Every rule about which buffer goes where is decided
 by the pure core (:mod:`trio_msink._history`); this module only runs tasks.
@@ -258,8 +261,8 @@ class Sink(SinkProperties):
     def _add(self, stream: trio.abc.SendStream, method: SyncMethod, burst: Burst,
              start: bool = True) -> Client | None:
         """Register ``stream``; with ``start`` its task starts in the sink's
-        nursery, else the caller runs :meth:`_run_client` (``serve`` does,
-        in its own task: a served client costs no task of its own)."""
+        nursery, else the caller runs it (``serve`` does, in its own task:
+        a served client costs no task of its own)."""
         if not isinstance(stream, trio.abc.SendStream):
             raise TypeError(f"stream must be a trio.abc.SendStream, not {type(stream).__name__}")
         nursery = self._check_running()
@@ -279,7 +282,8 @@ class Sink(SinkProperties):
             else:
                 client.own_reader = True
         if start:
-            nursery.start_soon(self._run_client, client)
+            nursery.start_soon(run_client, client, self._fanout, self._direct,
+                               client.own_reader)
         if self.on_client_added is not None:
             client.call(self.on_client_added, stream)
         return client
@@ -318,15 +322,14 @@ class Sink(SinkProperties):
             await trio.lowlevel.checkpoint()
             return ClientStatus.DUPLICATE
         try:
-            await self._run_client(client)
+            # The client's writer runs here, in the caller's task (one frame
+            # less per client than a wrapper method).
+            await run_client(client, self._fanout, self._direct, client.own_reader)
             await client.gone.wait()
         except BaseException:
             self._remove_client(client, ClientStatus.REMOVED)
             raise
         return client.status
-
-    async def _run_client(self, client: Client) -> None:
-        await run_client(client, self._fanout, self._direct, client.own_reader)
 
     def remove(self, stream: trio.abc.SendStream) -> None:
         """Remove ``stream`` now: data not yet written is discarded; status
@@ -408,7 +411,7 @@ class Sink(SinkProperties):
         client.disconnect_clock = trio.current_time()
         self._fanout.history.remove(client.cursor)
         self._readers.discard(client)
-        client.scope.cancel()
+        client.cancel()
         self._direct.unpark(client)
         stream = client.stream
         try:

@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 from functools import partial
+from typing import TypeGuard
 
 import trio
 
@@ -50,7 +51,16 @@ async def run_client(client: Client, fanout: Fanout, direct: DirectWriter,
     """Serve ``client`` until it is removed: its writer, and with ``read``
     its reader too (a readable stream that no read group reads)."""
     try:
-        with client.scope:
+        if client.removed:
+            return
+        if not read and _plain_socket(client.stream):
+            # No cancel scope of its own (two sets per client in Trio):
+            # write_socket stops at its next step once the client is removed,
+            # and removal cancels the one wait that may block (wait_scope).
+            await _write(client, fanout, direct)
+            return
+        scope = client.scope = trio.CancelScope()
+        with scope:
             if not read:
                 await _write(client, fanout, direct)
                 return
@@ -66,7 +76,7 @@ async def run_client(client: Client, fanout: Fanout, direct: DirectWriter,
 async def _write(client: Client, fanout: Fanout, direct: DirectWriter) -> None:
     stream = client.stream
     try:
-        if type(stream) is trio.SocketStream and stream.socket.type == socket.SOCK_STREAM:
+        if _plain_socket(stream):
             await write_socket(client, stream, fanout, direct)
         elif isinstance(stream, FramedSocketStream):
             with stream._served(partial(direct.unpark, client), client.inflight):
@@ -79,6 +89,29 @@ async def _write(client: Client, fanout: Fanout, direct: DirectWriter) -> None:
     except Exception:
         logger.debug("writing to %r failed", stream, exc_info=True)
         client.remove(ClientStatus.ERROR)
+
+
+def _plain_socket(stream: trio.abc.SendStream) -> TypeGuard[trio.SocketStream]:
+    return type(stream) is trio.SocketStream and stream.socket.type == socket.SOCK_STREAM
+
+
+async def _writable(client: Client, fd: int) -> bool:
+    """Wait until ``fd`` is writable; False once the client is removed, by
+    ``remove`` meanwhile or (here) ``SLOW`` after ``timeout`` without progress."""
+    if client.removed:
+        return False
+    with trio.CancelScope(deadline=client.stall_deadline()) as scope:
+        client.wait_scope = scope
+        try:
+            await trio.lowlevel.wait_writable(fd)
+        finally:
+            client.wait_scope = None
+    if client.removed:
+        return False
+    if scope.cancelled_caught:
+        client.remove_slow()
+        return False
+    return True
 
 
 async def _read(client: Client, stream: trio.abc.SendStream) -> None:
@@ -164,7 +197,7 @@ async def write_socket(client: Client, stream: trio.SocketStream, fanout: Fanout
     history, cursor = fanout.history, client.cursor
     fd = client.fd = stream.socket.fileno()
     inflight = client.inflight
-    while True:
+    while not client.removed:
         headers: tuple[Buffer, ...] = ()
         data: list[Buffer] = []
         room = IOV_MAX - len(inflight.segments)
@@ -205,10 +238,7 @@ async def write_socket(client: Client, stream: trio.SocketStream, fanout: Fanout
             client.dispatched(original(item))
         remaining = client.writing = bool(inflight)
         if remaining or (not written and iov):
-            with trio.move_on_at(client.stall_deadline()) as scope:
-                await trio.lowlevel.wait_writable(fd)
-            if scope.cancelled_caught:
-                client.remove_slow()
+            if not await _writable(client, fd):
                 return
         elif not iov:
             # Only zero-length buffers were waiting: they are written by taking them.

@@ -4,19 +4,24 @@ attaches to its Sink: the fronts' connection handlers and the log callbacks."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
 
 from .. import ClientStatus, Sink
-from ..fronts import ClientRegistry, HttpFront, WebSocketFront
+from ..fronts import ClientRegistry, HttpFront, WebSocketFront, peer_address
+from ..fronts._access import Front, Gate, Role, host_of
+from ..fronts.browser import BrowserVideo
 
-__all__ = ["Handler", "front_handlers", "front_url", "logging_callbacks"]
+__all__ = ["VIDEO_PATH", "Handler", "front_handlers", "front_url", "logging_callbacks"]
+
+# The WebSocket path of the browser viewers' video (the raw stream stays on /).
+VIDEO_PATH = "/video"
 
 logger = logging.getLogger("trio_msink.cli")
 
-Handler = Callable[[trio.SocketStream], Awaitable[object]]
+Handler = Callable[[trio.abc.Stream], Awaitable[object]]
 
 
 def front_url(front: str, sockname: Any) -> str:
@@ -30,17 +35,32 @@ def front_url(front: str, sockname: Any) -> str:
 def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
                    header_timeout: float,
                    source_status: Callable[[], dict[str, Any] | None] | None = None,
-                   ) -> dict[str, Handler]:
+                   *, video: BrowserVideo | None = None,
+                   fronts: Mapping[str, str] | None = None,
+                   gate: Gate | None = None) -> dict[str, Handler]:
     """The ``trio.serve_tcp`` handler of each front, all feeding ``sink``;
-    ``source_status`` gives the ``"source"`` object of ``/stats``."""
+    ``source_status`` gives the ``"source"`` object of ``/stats``. With
+    ``video``, the WebSocket front serves its browser viewers on
+    ``/video``; ``fronts`` (name → URL) tells the page where everything is.
+    ``gate`` decides who may watch (docs/security.md), on every path."""
 
-    async def tcp(stream: trio.SocketStream) -> None:
+    async def tcp(stream: trio.abc.Stream) -> None:
+        if gate is not None:  # a raw TCP client is a viewer from its first byte
+            with gate.enter(Front.TCP, Role.VIEWER, host_of(peer_address(stream))) as refusal:
+                if refusal is None:
+                    with registry.registered(stream, "tcp"):
+                        await sink.serve(stream)
+            return
         with registry.registered(stream, "tcp"):
             await sink.serve(stream)
 
     http = HttpFront(sink, content_type=content_type, registry=registry,
-                     header_timeout=header_timeout, source_status=source_status)
-    ws = WebSocketFront(sink, registry=registry)
+                     header_timeout=header_timeout, source_status=source_status,
+                     video=video, fronts=fronts, gate=gate)
+    routes = {}
+    if video is not None:  # behind the outer front's gate: counted once
+        routes[VIDEO_PATH] = WebSocketFront(video.sink, registry=registry, name="video")
+    ws = WebSocketFront(sink, registry=registry, routes=routes, gate=gate)
     return {"tcp": tcp, "http": http.serve, "ws": ws.serve_stream}
 
 

@@ -6,7 +6,9 @@
   body (chunked, close-delimited or with a Content-Length; parsed by h11)
   is the stream (``ffmpeg ... -method PUT -f mpegts http://HOST:PORT/PATH``,
   ``curl -T - http://HOST:PORT/PATH``). ``Expect: 100-continue`` is
-  answered; the final ``200`` comes when the body ends.
+  answered; the final ``200`` comes when the body ends. Icecast's older
+  ``SOURCE`` method gets its ``200`` at once and streams until it closes.
+  No credentials are checked: listen where only the encoders reach.
 
 One publisher at a time: while one is live, another is refused at once
 (TCP: closed without reading; HTTP: ``409 Conflict`` with the reason) and
@@ -26,8 +28,7 @@ import trio
 
 from ..fronts import peer_address
 from ._source_state import SourceState, SourceStatus
-from ._sources import _CHUNK, Item, NetSpec, Upstream, describe_error, listen_error
-from ._upstream import log_change
+from ._sources import READ_SIZE, Item, NetSpec, Upstream, describe_error, listen_error, log_change
 
 __all__ = ["IngestSource"]
 
@@ -126,7 +127,7 @@ class IngestSource:
                 return
 
             async def receive() -> bytes | None:
-                return bytes(await stream.receive_some(_CHUNK)) or None
+                return bytes(await stream.receive_some(READ_SIZE)) or None
 
             await self._relay(address, receive)
 
@@ -143,9 +144,9 @@ class IngestSource:
                 if path != self.spec.path:
                     await _answer(conn, stream, 404, f"no ingest at {path}; use {self.spec.path}")
                     return
-                if request.method not in (b"PUT", b"POST"):
+                if request.method not in (b"PUT", b"POST", b"SOURCE"):
                     await _answer(conn, stream, 405, "publish with PUT or POST",
-                                  [("Allow", "PUT, POST")])
+                                  [("Allow", "PUT, POST, SOURCE")])
                     return
                 busy = self._claim(address)
                 if busy is not None:
@@ -153,19 +154,25 @@ class IngestSource:
                     await _answer(conn, stream, 409, f"another publisher ({busy}) is live")
                     await _drain(stream)
                     return
+                if request.method == b"SOURCE":
+                    # Icecast's older source protocol: the client streams
+                    # after a 200, with a body that runs until it closes.
+                    await _answer(conn, stream, 200, "send the stream")
+                elif conn.they_are_waiting_for_100_continue:
+                    await stream.send_all(conn.send(h11.InformationalResponse(
+                        status_code=100, headers=[])) or b"")
             except (OSError, trio.BrokenResourceError, trio.TooSlowError,
                     h11.RemoteProtocolError) as exc:
                 logger.debug("ingest: %s: %s", address, describe_error(exc))
+                if self._publisher == address:
+                    self._publisher = None
                 return
-            if conn.they_are_waiting_for_100_continue:
-                await stream.send_all(conn.send(h11.InformationalResponse(
-                    status_code=100, headers=[])) or b"")
 
             async def receive() -> bytes | None:
                 while True:
                     event = conn.next_event()
                     if event is h11.NEED_DATA:
-                        conn.receive_data(bytes(await stream.receive_some(_CHUNK)))
+                        conn.receive_data(bytes(await stream.receive_some(READ_SIZE)))
                     elif isinstance(event, h11.Data):
                         if event.data:
                             return bytes(event.data)
@@ -184,7 +191,7 @@ class IngestSource:
                         data = pending.pop()
                         if data:
                             return data
-                    return bytes(await stream.receive_some(_CHUNK)) or None
+                    return bytes(await stream.receive_some(READ_SIZE)) or None
 
             await self._relay(address, receive)
             if conn.their_state is h11.DONE and conn.our_state is h11.SEND_RESPONSE:
@@ -202,7 +209,7 @@ async def _next_request(conn: h11.Connection, stream: trio.SocketStream) -> h11.
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            conn.receive_data(bytes(await stream.receive_some(_CHUNK)))
+            conn.receive_data(bytes(await stream.receive_some(READ_SIZE)))
         elif isinstance(event, h11.Request):
             return event
         elif isinstance(event, h11.ConnectionClosed):
@@ -232,5 +239,5 @@ async def _drain(stream: trio.SocketStream) -> None:
         with contextlib.suppress(OSError, trio.BrokenResourceError):
             await stream.send_eof()
             left = 1 << 20
-            while left > 0 and (data := await stream.receive_some(_CHUNK)):
+            while left > 0 and (data := await stream.receive_some(READ_SIZE)):
                 left -= len(data)

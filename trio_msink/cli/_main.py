@@ -19,6 +19,7 @@ from ..fronts.http import DEFAULT_HEADER_TIMEOUT
 from ._defaults import describe_default, format_defaults
 from ._errors import CommandError
 from ._options import add_sink_flags, explicit_properties, flag_of, sink_properties
+from ._security import add_security_flags
 from ._sources import SourceError, add_source_flags, parse_host_port
 
 __all__ = ["main"]
@@ -72,11 +73,13 @@ def _parser() -> _Parser:
                        help="-, a file, tcp://HOST:PORT, http://HOST:PORT/PATH or test "
                             "(default: -, stdin)")
     _add_server_flags(serve)
+    add_security_flags(serve)
     add_source_flags(serve)
     add_sink_flags(serve)
     demo = sub.add_parser("demo", help="serve the test stream on TCP 9000, HTTP 8080, WS 8081",
                           prog=f"{PROG} demo", usage="%(prog)s [options]")
     _add_server_flags(demo, DEMO_FRONTS)
+    add_security_flags(demo)
     add_sink_flags(demo, _describe_demo_default)
     parser.commands = {"serve": serve, "demo": demo}
     return parser

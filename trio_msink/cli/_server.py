@@ -5,9 +5,11 @@ one Sink (and with ``--workers`` by the workers' Sinks too) to every front
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 import sys
+from contextlib import AbstractAsyncContextManager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -15,11 +17,14 @@ import trio
 
 from .. import Buffer, ClientStatus, Sink
 from ..framing import AutoFramer, Framer, open_framer
-from ..fronts import ClientRegistry
+from ..fronts import ClientRegistry, WebSocketFront
+from ..fronts._accept import AcceptLoop
+from ..fronts.browser import BrowserVideo
 from ._defaults import DEFAULT_FORMAT_BEFORE_DETECTION, format_defaults
 from ._display import Display
 from ._errors import CommandError
-from ._handlers import Handler, front_handlers, front_url, logging_callbacks
+from ._handlers import VIDEO_PATH, Handler, front_handlers, front_url, logging_callbacks
+from ._security import Security
 from ._sources import Item, Source, Upstream, listen_error, open_source
 from ._timeline import Timeline
 from ._workers import Output, Relay, WorkerPool
@@ -57,6 +62,9 @@ class Server:
         self.registry = ClientRegistry()
         self.display = Display(self.registry, interactive=sys.stderr.isatty())
         self.display.source = self.source.status
+        self.security = Security.from_args(args, list(fronts))
+        # The browser viewers' video, when there is a WebSocket front.
+        self.video: BrowserVideo | None = None
 
     def source_status(self) -> dict[str, Any]:
         """The ``"source"`` object of ``/stats``."""
@@ -89,25 +97,41 @@ class Server:
 
     async def _run(self) -> None:
         listeners = await self._open_listeners()
-        urls = [front_url(front, ls[0].socket.getsockname()) for front, ls in listeners.items()]
+        urls = [self.security.url(front_url(front, ls[0].socket.getsockname()))
+                for front, ls in listeners.items()]
+        self._tell_gate(listeners)
+        fronts = dict(zip(listeners, urls, strict=True))
         ingest = await self.source.listen()
         if ingest is not None:  # push ingest: publishers need its address too
             urls.append(ingest)
+        video_listeners = await self._open_video(listeners, fronts)
         pool: WorkerPool | None = None
         if self.args.workers > 1:
             config = {"props": self.props, "content_type": self.content_type,
-                      "header_timeout": self.args.header_timeout}
+                      "header_timeout": self.args.header_timeout, "fronts": fronts,
+                      "security": self.security.worker_config()}
             pool = WorkerPool(self.args.workers - 1, config, sync=self.props["sync"])
             await pool.start()
+            self.security.on_sighup.append(partial(pool.signal_workers, signal.SIGHUP))
         callbacks = self._callbacks() if pool is None else logging_callbacks(0, self.registry)
         try:
-            async with Sink(**self.props, **callbacks) as sink:
+            async with Sink(**self.props, **callbacks) as sink, self._video_context():
                 self.display.sink = sink
                 local = front_handlers(sink, self.registry, self.content_type,
-                                       self.args.header_timeout, self.source_status)
+                                       self.args.header_timeout, self.source_status,
+                                       video=self.video, fronts=fronts,
+                                       gate=self.security.gate)
+                accept = self.security.accept_loop(self.args.header_timeout)
                 async with trio.open_nursery() as handlers:
                     async with trio.open_nursery() as main:
-                        _serve_fronts(listeners, local, pool, main, handlers)
+                        await main.start(self.security.watch)  # SIGHUP before the URLs
+                        if video_listeners and self.video is not None:
+                            viewers = WebSocketFront(self.video.sink, registry=self.registry,
+                                                     name="video", path=VIDEO_PATH,
+                                                     gate=self.security.gate)
+                            main.start_soon(partial(accept.serve, viewers.serve_stream,
+                                                    video_listeners, handler_nursery=handlers))
+                        _serve_fronts(listeners, local, pool, main, handlers, accept)
                         for url in urls:
                             print(url, flush=True)
                         if self.args.command == "demo":
@@ -116,7 +140,7 @@ class Server:
                         main.start_soon(self.display.run)
                         send, receive = trio.open_memory_channel[Item](0)
                         main.start_soon(self.source.run, send)
-                        await self._pump(Relay(sink, pool), receive)
+                        await self._pump(Relay(sink, pool, self.video), receive)
                         logger.info("end of input")
                         main.cancel_scope.cancel()
                     async with trio.open_nursery() as closing:  # every process drains
@@ -127,6 +151,43 @@ class Server:
             if pool is not None:
                 with trio.CancelScope(shield=True):
                     await pool.close()
+
+    def _tell_gate(self, listeners: dict[str, list[trio.SocketListener]]) -> None:
+        """The server's own pages (the HTTP front) and listening hosts are
+        origins its WebSocket front admits (docs/security.md)."""
+        gate = self.security.gate
+        for front, opened in listeners.items():
+            for listener in opened:
+                host, port = listener.socket.getsockname()[:2]
+                if front == "http":
+                    gate.page_ports.add(port)
+                try:
+                    unspecified = ipaddress.ip_address(host.split("%", 1)[0]).is_unspecified
+                except ValueError:  # not an IP address: nothing to compare origins with
+                    continue
+                if not unspecified:
+                    gate.listen_hosts.add(host)
+
+    async def _open_video(self, listeners: dict[str, list[trio.SocketListener]],
+                          fronts: dict[str, str]) -> list[trio.SocketListener]:
+        """Browser viewers' video (docs/fronts.md): on the WebSocket front's
+        ``/video``; with ``--workers``, whose processes share that port, on a
+        port of the main process's own (returned), as only it converts the
+        stream. Without a WebSocket front, none."""
+        if "ws" not in listeners:
+            return []
+        self.video = BrowserVideo(self.format, on_client_added=self.display.client_added,
+                                  on_client_removed=self.display.client_removed)
+        if self.args.workers <= 1:
+            fronts["video"] = fronts["ws"].rstrip("/") + VIDEO_PATH
+            return []
+        opened = await trio.open_tcp_listeners(0, host=self.fronts["ws"][0])
+        video_url = self.security.url(front_url("ws", opened[0].socket.getsockname()))
+        fronts["video"] = video_url.rstrip("/") + VIDEO_PATH
+        return opened
+
+    def _video_context(self) -> AbstractAsyncContextManager[object]:
+        return self.video if self.video is not None else nullcontext()
 
     async def _open_listeners(self) -> dict[str, list[trio.SocketListener]]:
         """Every front's listening sockets, before anything is printed;
@@ -153,7 +214,8 @@ class Server:
             hints.append(f"watch it:  ffplay {url['tcp']}")
         if "http" in url:
             hints.append(f"{'':11}vlc {url['http']}stream")
-            hints.append(f"live stats in a browser: {url['http']}")
+            what = "the video and live stats" if "ws" in url else "live stats"
+            hints.append(f"{what} in a browser: {url['http']}")
         if "ws" in url:
             hints.append(f"WebSocket: {url['ws']}")
         print("\n".join("  " + hint for hint in hints), file=sys.stderr, flush=True)
@@ -173,6 +235,8 @@ class Server:
         timeline instead of waiting for, or bursting to, the new clock."""
         self.framer.restart()
         self.timeline.discontinuity()
+        if self.video is not None:
+            self.video.restart()
 
     def _apply_detected_defaults(self, output: Output) -> None:
         """``--format auto``: once the format is known (again, after a
@@ -183,6 +247,8 @@ class Server:
         if detected is None or detected == self._defaults_format:
             return
         self._defaults_format = detected
+        if self.video is not None:
+            self.video.use_format(detected)
         explicit: frozenset[str] = getattr(self.args, "explicit_properties", frozenset())
         logger.info("input format: %s", detected)
         output.set_properties(format_defaults(detected, explicit))
@@ -213,17 +279,20 @@ class Server:
 
 def _serve_fronts(listeners: dict[str, list[trio.SocketListener]], local: dict[str, Handler],
                   pool: WorkerPool | None, nursery: trio.Nursery,
-                  handlers: trio.Nursery) -> None:
+                  handlers: trio.Nursery, accept: AcceptLoop) -> None:
     """Accept on every front: each connection is served here (``local``, its
-    task in ``handlers``), or with ``--workers`` dealt round robin over this
+    task in ``handlers``, through ``accept``: addresses, limits, TLS; see
+    docs/security.md), or with ``--workers`` dealt round robin over this
     process and the workers."""
     for front, front_listeners in listeners.items():
         if pool is None:
-            nursery.start_soon(partial(trio.serve_listeners, local[front], front_listeners,
+            nursery.start_soon(partial(accept.serve, local[front], front_listeners,
                                        handler_nursery=handlers))
             continue
         for listener in front_listeners:
-            nursery.start_soon(pool.hand_off, front, listener, local[front], handlers)
+            nursery.start_soon(pool.hand_off, front, listener,
+                               partial(accept.serve_connection, handler=local[front]),
+                               handlers, accept.accept)
 
 
 def _address(host: str, port: int) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import socket
 import sys
@@ -34,6 +35,7 @@ from ._errors import CommandError
 from ._source_state import SourceStatus
 
 __all__ = [
+    "READ_SIZE",
     "Item",
     "NetSpec",
     "Source",
@@ -41,12 +43,17 @@ __all__ = [
     "Upstream",
     "add_source_flags",
     "describe_error",
+    "listen_error",
+    "log_change",
     "open_source",
     "parse_host_port",
     "parse_net_spec",
 ]
 
-_CHUNK = 64 * 1024
+logger = logging.getLogger("trio_msink.cli")
+
+#: Bytes asked for per read from any source (a socket, a pipe, a file).
+READ_SIZE = 64 * 1024
 # Seconds an upstream may stay silent before it counts as lost. A live
 # stream sends several packets a second; 10 s covers a congested link and
 # the longest GOP a live encoder uses, like ffmpeg's rw_timeout advice and
@@ -102,6 +109,12 @@ class NetSpec:
     def authority(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+def log_change(line: str | None) -> None:
+    """Log one line per source state change (``None``: no change)."""
+    if line is not None:
+        logger.info("%s", line)
 
 
 def parse_host_port(text: str, what: str) -> tuple[str, int]:
@@ -162,8 +175,6 @@ class _FiniteSource:
         return None
 
     async def run(self, send: trio.MemorySendChannel[Item]) -> None:
-        from ._upstream import log_change
-
         async with send:
             log_change(self.status.live(self.status.spec, trio.current_time()))
             await send.send(Upstream(self.status.spec))
@@ -180,13 +191,13 @@ async def _read_fd(fd: int) -> AsyncIterator[bytes]:
     os.set_blocking(fd, False)
     stream = trio.lowlevel.FdStream(os.dup(fd))
     async with stream:
-        while data := await stream.receive_some(_CHUNK):
+        while data := await stream.receive_some(READ_SIZE):
             yield data
 
 
 async def _read_file(path: str) -> AsyncIterator[bytes]:
     async with await trio.open_file(path, "rb") as f:
-        while data := await f.read(_CHUNK):
+        while data := await f.read(READ_SIZE):
             yield data
 
 

@@ -12,7 +12,6 @@ the probe's connection over so no byte of it is lost.
 
 from __future__ import annotations
 
-import logging
 import random
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
@@ -22,18 +21,18 @@ import trio
 
 from ._source_state import Backoff, SourceStatus
 from ._sources import (
-    _CHUNK,
+    READ_SIZE,
     Item,
     NetSpec,
     SourceError,
     Upstream,
     describe_error,
+    log_change,
     parse_net_spec,
 )
 
-__all__ = ["Connection", "PullSource", "log_change", "open_connection"]
+__all__ = ["Connection", "PullSource", "UpstreamError", "open_connection"]
 
-logger = logging.getLogger("trio_msink.cli")
 
 # Seconds a connection attempt (TCP handshake, and for HTTP the response
 # head) may take when --source-timeout is 0 (off).
@@ -46,12 +45,6 @@ _MAX_REDIRECTS = 5
 # at once; one dropped sooner waits for the backoff schedule, so that an
 # origin that accepts and drops at once is not hammered.
 _STEADY = 1.0
-
-
-def log_change(line: str | None) -> None:
-    """Log one line per source state change (``None``: no change)."""
-    if line is not None:
-        logger.info("%s", line)
 
 
 class UpstreamError(Exception):
@@ -72,11 +65,11 @@ class Connection:
         if self.first:
             return self.first.pop(0)
         if self.http is None:
-            return bytes(await self.stream.receive_some(_CHUNK))
+            return bytes(await self.stream.receive_some(READ_SIZE))
         while True:
             event = self.http.next_event()
             if event is h11.NEED_DATA:
-                self.http.receive_data(bytes(await self.stream.receive_some(_CHUNK)))
+                self.http.receive_data(bytes(await self.stream.receive_some(READ_SIZE)))
             elif isinstance(event, h11.Data):
                 if event.data:
                     return bytes(event.data)
@@ -105,7 +98,7 @@ async def open_connection(spec: NetSpec, redirects: int = _MAX_REDIRECTS) -> Con
         while True:
             event = http.next_event()
             if event is h11.NEED_DATA:
-                http.receive_data(bytes(await stream.receive_some(_CHUNK)))
+                http.receive_data(bytes(await stream.receive_some(READ_SIZE)))
             elif isinstance(event, h11.Response):
                 break
             elif isinstance(event, h11.ConnectionClosed):

@@ -24,14 +24,18 @@ import struct
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import trio
 
 from .. import Buffer, Sink
+from .._clock import PacingBase
 from ..fronts import ClientRegistry
+from ..fronts.browser import BrowserVideo
 from ._defaults import apply_properties
 from ._handlers import front_handlers, logging_callbacks
+from ._security import Security
 
 __all__ = [
     "Output",
@@ -169,7 +173,8 @@ class WorkerPool:
         self.sync = sync
         self.workers: list[_Worker] = []
         self._next = 0
-        self._base: float | None = None
+        # the Sink's own pacing rule (docs/semantics.rst, "Sync pacing")
+        self._pacing = PacingBase()
         self._batch: list[bytes | memoryview] = []
         self._batched = 0
         self._pending_headers: bytes | None = None
@@ -231,26 +236,28 @@ class WorkerPool:
         headers, self._pending_headers = self._pending_headers, None
         if headers is not None:
             await self._relay([headers])
-        if self.sync and buffer.pts is not None:
-            if self._base is None:
-                self._base = trio.current_time() - buffer.pts
-            elif self._base + buffer.pts > trio.current_time():
-                await self.send_batch()
-                await trio.sleep_until(self._base + buffer.pts)
+        due = self._pacing.due(buffer.pts, trio.current_time()) if self.sync else None
+        if due is not None:
+            await self.send_batch()
+            await trio.sleep_until(due)
         await self._relay(encode_buffer(buffer))
 
     async def hand_off(self, front: str, listener: trio.SocketListener,
                        local: Callable[[trio.SocketStream], Awaitable[object]],
-                       nursery: trio.Nursery) -> None:
-        """Accept connections forever; in turn, serve one here (``local``, in
-        ``nursery``) and pass one to each worker process."""
+                       nursery: trio.Nursery,
+                       accept: Callable[[trio.SocketListener], Awaitable[trio.SocketStream]]
+                       | None = None) -> None:
+        """Accept connections forever (with ``accept(listener)`` if given: the
+        fronts' accept loop, which waits out a lack of descriptors); in turn,
+        serve one here (``local``, in ``nursery``) and pass one to each worker
+        process."""
 
         async def serve_here(stream: trio.SocketStream) -> None:
             async with stream:
                 await local(stream)
 
         while True:
-            stream = await listener.accept()
+            stream = await (accept(listener) if accept is not None else listener.accept())
             turn = self._next % (len(self.workers) + 1)
             self._next += 1
             if turn == 0:
@@ -267,6 +274,12 @@ class WorkerPool:
                         await trio.lowlevel.wait_writable(worker.control)
             finally:
                 os.close(fd)
+
+    def signal_workers(self, signum: int) -> None:
+        """Send ``signum`` to every worker process (SIGHUP: reload)."""
+        for worker in self.workers:
+            if worker.process.returncode is None:
+                worker.process.send_signal(signum)
 
     async def close(self) -> None:
         """End of stream: each worker lets its clients drain, then exits."""
@@ -287,21 +300,27 @@ def _json_value(value: Any) -> Any:
 class Relay:
     """The :class:`Output` of the main process: its own Sink, and with
     ``--workers`` the worker pool first (the pool waits for each buffer's
-    time, so both get it paced)."""
+    time, so both get it paced), then the browser viewers' video."""
 
-    def __init__(self, sink: Sink, pool: WorkerPool | None = None) -> None:
+    def __init__(self, sink: Sink, pool: WorkerPool | None = None,
+                 video: BrowserVideo | None = None) -> None:
         self.sink = sink
         self.pool = pool
+        self.video = video
 
     def set_streamheader(self, buffers: list[Buffer]) -> None:
         if self.pool is not None:
             self.pool.set_streamheader(buffers)
         self.sink.set_streamheader(buffers)
+        if self.video is not None:
+            self.video.set_streamheader(buffers)
 
     async def send(self, buffer: Buffer) -> None:
         if self.pool is not None:
             await self.pool.send(buffer)
         await self.sink.send(buffer)
+        if self.video is not None:  # the browser viewers' units, made once here
+            await self.video.send(buffer)
 
     async def send_batch(self) -> None:
         if self.pool is not None:
@@ -367,11 +386,17 @@ async def _worker(config: dict[str, Any]) -> None:
     control = socket.socket(fileno=config["control_fd"])
     control.setblocking(False)
     state = _WorkerState()
+    security = Security.from_worker_config(config["security"])  # docs/security.md
+    accept = security.accept_loop(config["header_timeout"])
     async with Sink(**props, **logging_callbacks(config["index"], registry)) as sink:
-        handlers = front_handlers(sink, registry, config["content_type"],
-                                  config["header_timeout"], lambda: state.source)
+        handlers = {front: partial(accept.serve_connection, handler=handler)
+                    for front, handler in front_handlers(
+                        sink, registry, config["content_type"], config["header_timeout"],
+                        lambda: state.source, fronts=config.get("fronts"),
+                        gate=security.gate).items()}
         async with trio.open_nursery() as clients:
             async with trio.open_nursery() as main:
+                await main.start(security.watch)
                 main.start_soon(_receive_clients, control, handlers, clients)
                 await _receive_stream(data, sink, state)
                 main.cancel_scope.cancel()

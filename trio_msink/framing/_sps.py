@@ -1,5 +1,6 @@
 """What the H.264 framer reads from sequence parameter sets and slice
-headers: the frame rate (VUI timing info), and whether a picture is a field."""
+headers: the frame rate (VUI timing info), and whether a picture is a field;
+and what a browser's decoder is configured with (profile, level, size)."""
 
 from __future__ import annotations
 
@@ -85,6 +86,19 @@ class SpsInfo(NamedTuple):
     frame_num_bits: int
     #: separate_colour_plane_flag (a slice header then has colour_plane_id).
     separate_colour_plane: bool
+    profile_idc: int = 0
+    #: constraint_set0..5 flags and the two reserved bits: the SPS's second byte.
+    constraint_flags: int = 0
+    level_idc: int = 0
+    #: Picture size in pixels after the SPS's cropping window (0: cut short).
+    width: int = 0
+    height: int = 0
+
+    @property
+    def codec(self) -> str:
+        """The RFC 6381 codec string ``avc1.PPCCLL`` (hex), as WebCodecs and
+        Media Source Extensions take it."""
+        return f"avc1.{self.profile_idc:02X}{self.constraint_flags:02X}{self.level_idc:02X}"
 
 
 def sps_frame_rate(nal: bytes) -> float | None:
@@ -133,8 +147,10 @@ def field_picture(nal: bytes, sps: SpsInfo) -> bool | None:
 
 def _parse_sps(bits: _Bits) -> SpsInfo:
     separate_colour_plane = False
+    chroma_format = 1  # 4:2:0 unless a high profile says otherwise
     profile = bits.u(8)
-    bits.u(16)  # constraint flags, level_idc
+    constraints = bits.u(8)
+    level = bits.u(8)
     bits.ue()  # seq_parameter_set_id
     if profile in _HIGH_PROFILES:
         chroma_format = bits.ue()
@@ -161,24 +177,34 @@ def _parse_sps(bits: _Bits) -> SpsInfo:
             bits.se()
     bits.ue()  # max_num_ref_frames
     bits.u(1)  # gaps_in_frame_num_value_allowed_flag
-    bits.ue()  # pic_width_in_mbs_minus1
-    bits.ue()  # pic_height_in_map_units_minus1
+    width_mbs = bits.ue() + 1  # pic_width_in_mbs_minus1
+    height_units = bits.ue() + 1  # pic_height_in_map_units_minus1
     frame_mbs_only = bool(bits.u(1))
     if not frame_mbs_only:
         bits.u(1)  # mb_adaptive_frame_field_flag
-    info = SpsInfo(None, frame_mbs_only, frame_num_bits, separate_colour_plane)
+    info = SpsInfo(None, frame_mbs_only, frame_num_bits, separate_colour_plane,
+                   profile, constraints, level)
     try:
+        bits.u(1)  # direct_8x8_inference_flag
+        width = width_mbs * 16
+        height = (2 - frame_mbs_only) * height_units * 16
+        if bits.u(1):  # frame_cropping_flag: offsets in crop units (H.264 7.4.2.1.1)
+            left, right, top, bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
+            if chroma_format == 0 or separate_colour_plane:
+                unit_x, unit_y = 1, 2 - frame_mbs_only
+            else:
+                unit_x = 1 if chroma_format == 3 else 2
+                unit_y = (2 if chroma_format == 1 else 1) * (2 - frame_mbs_only)
+            width -= (left + right) * unit_x
+            height -= (top + bottom) * unit_y
+        info = info._replace(width=width, height=height)
         return info._replace(rate=_frame_rate(bits))
     except _Truncated:
         return info
 
 
 def _frame_rate(bits: _Bits) -> float | None:
-    """The rate from the VUI, ``bits`` just after mb_adaptive_frame_field_flag."""
-    bits.u(1)  # direct_8x8_inference_flag
-    if bits.u(1):  # frame_cropping_flag
-        for _ in range(4):
-            bits.ue()
+    """The rate from the VUI, ``bits`` just after frame_cropping."""
     if not bits.u(1):  # vui_parameters_present_flag
         return None
     # aspect_ratio_info_present_flag, then aspect_ratio_idc

@@ -6,7 +6,10 @@ Every front is built on the sink's public API only (``sink.serve``,
 
 * :class:`HttpFront` (needs ``h11``, extra ``http``): ``GET /stream`` is the
   raw stream as a close-delimited HTTP body, ``GET /stats`` the numbers as
-  JSON, ``GET /`` a live stats page.
+  JSON, ``GET /`` the live page (the video, the numbers, charts, viewers).
+* :class:`BrowserVideo`: the browser viewers' video, H.264 access units made
+  once per buffer and served by a Sink of their own (with a
+  :class:`WebSocketFront` on ``/video``).
 * :class:`WebSocketFront` (needs ``trio-websocket``, extra ``websocket``):
   every buffer is one binary message.
 * :class:`AnyioSendStream` / :class:`AnyioStream` (need ``anyio``, extra
@@ -34,6 +37,7 @@ from .._sockopts import find_socket
 
 if TYPE_CHECKING:
     from .anyio import AnyioSendStream, AnyioStream
+    from .browser import BrowserVideo
     from .http import HttpFront, stats_document
     from .websocket import (
         WebSocketFramedStream,
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AnyioSendStream",
     "AnyioStream",
+    "BrowserVideo",
     "ClientInfo",
     "ClientRegistry",
     "HttpFront",
@@ -62,6 +67,7 @@ __all__ = [
 _LAZY = {
     "AnyioSendStream": "anyio",
     "AnyioStream": "anyio",
+    "BrowserVideo": "browser",
     "HttpFront": "http",
     "stats_document": "http",
     "WebSocketFramedStream": "websocket",

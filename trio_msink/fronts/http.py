@@ -10,8 +10,15 @@ I/O is here):
   handed to :meth:`Sink.serve`, so buffers go out as raw bytes (one
   ``writev`` for many buffers on a plain TCP socket), with every limit and
   policy of the sink.
-* ``GET /stats`` → the sink's counters and every registered client as JSON.
-* ``GET /`` → a small HTML page that polls ``/stats`` every second.
+* ``GET /stats`` → the sink's counters and every registered client as JSON
+  (:func:`stats_document`); ``?summary=1`` gives counts, totals and the lag
+  distribution instead of the rows, ``?offset=N&limit=M`` a page of rows
+  (these two forms are shared between requests for half a second).
+* ``GET /time`` → ``{"time": ms}``: the server's clock (milliseconds since
+  the epoch), for the page's latency estimate.
+* ``GET /`` → the live page (``/page.js``, ``/page.css`` beside it): the
+  video, when a :class:`~trio_msink.fronts.browser.BrowserVideo` is given,
+  and the numbers, charts and viewers from ``/stats``.
 * ``HEAD`` on the same paths → the same headers without a body.
 * unknown path → 404, other methods → 405, a malformed request → 400 (or
   h11's more precise hint, e.g. 431 for oversized headers). The connection
@@ -26,20 +33,26 @@ Use it as a ``trio.serve_tcp`` handler::
 
 from __future__ import annotations
 
-import dataclasses
-import html
 import json
 import logging
-import string
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import h11
 import trio
 
 from .. import ClientStatus, Sink
 from . import ClientRegistry, peer_address
+from ._access import Front, Gate, Refusal, Role, host_of
+from ._page import ASSETS, asset, fill_page
+from ._stats import StatsQuery, stats_document
+
+if TYPE_CHECKING:
+    from .browser import BrowserVideo
 
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT",
@@ -65,33 +78,18 @@ DEFAULT_RESPONSE_TIMEOUT = 10.0
 # Largest request head accepted. h11's own default is 16 KiB; precedents:
 # node.js 16 KiB, tomcat 8 KiB, nginx 8 KiB per line (large_client_header_buffers).
 DEFAULT_MAX_HEADER_SIZE = 16 * 1024
+# Seconds a summary or paged /stats answer is shared between requests: the
+# live page asks for those once a second each when there are many clients,
+# so with 1,000 pages open the document is built twice a second, not 1,000
+# times (each build reads every client's stats). The full form is not
+# shared: it is what scripts read right after a change.
+_STATS_SHARED_SECONDS = 0.5
+_STATS_SHARED_ENTRIES = 32
 # Bytes asked for per read while parsing a request head.
 _RECEIVE_SIZE = 4096
 # Lingering close after an error response (see _lingering_close).
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1024 * 1024
-
-
-def stats_document(sink: Sink, registry: ClientRegistry,
-                   source: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``/stats`` JSON document: ``{"sink": {...}, "clients": [...]}``,
-    plus ``"source": {...}`` when ``source`` is given.
-
-    ``sink`` holds the four fields of :meth:`Sink.statistics`
-    (``num_handles``, ``bytes_to_serve``, ``bytes_served``,
-    ``buffers_queued``); ``clients`` is :meth:`ClientRegistry.snapshot`.
-    ``source`` is where the stream comes from, as the server reports it
-    (``trio-msink serve``: ``spec``, ``state``, ``uptime`` in seconds,
-    ``bytes_in``, ``bitrate_in`` in bits per second, ``reconnects``,
-    ``last_error``).
-    """
-    doc: dict[str, Any] = {
-        "sink": dataclasses.asdict(sink.statistics()),
-        "clients": registry.snapshot(sink),
-    }
-    if source is not None:
-        doc["source"] = source
-    return doc
 
 
 def _reason(status: int) -> bytes:
@@ -113,10 +111,17 @@ class HttpFront:
     fronts to see every client on ``/stats``) under the front's ``name``.
 
     ``content_type`` is sent with ``/stream``; ``stream_path``,
-    ``stats_path`` and ``page_path`` name the three resources. Timeouts are
+    ``stats_path``, ``time_path`` and ``page_path`` name the resources (the
+    page's script and style sheet are beside ``page_path``). Timeouts are
     seconds; ``max_header_size`` is bytes (oversized heads get 431).
     ``source_status``, if given, returns the ``"source"`` object of
-    ``/stats`` and the page (see :func:`stats_document`).
+    ``/stats`` and the page (see :func:`stats_document`); ``video`` is the
+    browser viewers' video (its status on ``/stats``, its viewers in the
+    table) and ``fronts`` maps front names to the URLs they listen on
+    (``"video"``: the WebSocket URL the page plays), for the page.
+    ``gate`` (a ``Gate`` of ``trio_msink.fronts._access``, default none)
+    decides who may make which request (tokens, the viewers' limits; see
+    docs/security.md): a refused request gets its 401, 403 or 503.
     Raises :exc:`ValueError` for a negative timeout or a non-positive size.
     """
 
@@ -134,6 +139,10 @@ class HttpFront:
         stats_path: str = "/stats",
         page_path: str = "/",
         source_status: Callable[[], dict[str, Any] | None] | None = None,
+        video: BrowserVideo | None = None,
+        fronts: Mapping[str, str] | None = None,
+        time_path: str = "/time",
+        gate: Gate | None = None,
     ) -> None:
         if header_timeout < 0 or response_timeout < 0:
             raise ValueError("timeouts must be >= 0 seconds")
@@ -150,6 +159,13 @@ class HttpFront:
         self.stats_path = stats_path
         self.page_path = page_path
         self.source_status = source_status
+        self.video = video
+        self.fronts = dict(fronts) if fronts is not None else None
+        self.time_path = time_path
+        base = page_path.rstrip("/")
+        self._assets = {f"{base}/{name}": name for name in ASSETS}
+        self._shared: dict[StatsQuery, tuple[float, bytes]] = {}
+        self.gate = gate
         # Validate once so a bad content type fails here, not per request.
         _stream_head(self._stream_headers())
 
@@ -188,27 +204,79 @@ class HttpFront:
             return None
         if request is None:  # the peer closed before sending a request
             return None
-        path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
+        path, _, query = request.target.decode("ascii", "replace").partition("?")
         head = request.method == b"HEAD"
-        if path not in {self.stream_path, self.stats_path, self.page_path}:
+        known = {self.stream_path, self.stats_path, self.page_path, self.time_path}
+        if path not in known and path not in self._assets:
             await self._send_error(conn, stream, 404, f"no resource at {path}", head=head)
             return None
         if request.method not in (b"GET", b"HEAD"):
             await self._send_error(conn, stream, 405, "only GET and HEAD are allowed",
                                    [("Allow", "GET, HEAD")])
             return None
+        with self._enter(stream, path, request) as refusal:
+            if refusal is not None:
+                await self._send_error(conn, stream, refusal.status, refusal.message,
+                                       list(refusal.headers), head=head)
+                return None
+            return await self._respond(conn, stream, path, query, head)
+
+    def _enter(self, stream: trio.abc.Stream, path: str,
+               request: h11.Request) -> AbstractContextManager[Refusal | None]:
+        """The gate's verdict on a request (docs/security.md): the operator's
+        paths need the operator's token, the stream is a viewer's; other
+        resources (static files, the clock) hold no data and are public."""
+        if path in {self.stats_path, self.page_path}:
+            role = Role.OPERATOR
+        elif path == self.stream_path:
+            role = Role.VIEWER
+        else:
+            return nullcontext(None)
+        if self.gate is None:
+            return nullcontext(None)
+        return self.gate.enter(Front.HTTP, role, host_of(peer_address(stream)),
+                               request.target, request.headers)
+
+    async def _respond(self, conn: h11.Connection, stream: trio.abc.Stream, path: str,
+                       query: str, head: bool) -> ClientStatus | None:
         if path == self.stream_path:
             return await self._serve_stream(stream, head)
         if path == self.stats_path:
-            source = self.source_status() if self.source_status is not None else None
-            body = json.dumps(stats_document(self.sink, self.registry, source)).encode()
+            try:
+                stats_query = StatsQuery.parse(dict(parse_qsl(query)))
+            except ValueError as exc:
+                await self._send_error(conn, stream, 400, str(exc), head=head)
+                return None
+            body = self._stats_body(stats_query)
             await self._send_simple(conn, stream, 200, body, "application/json", head=head)
+        elif path == self.time_path:
+            body = json.dumps({"time": time.time() * 1000.0}).encode()
+            await self._send_simple(conn, stream, 200, body, "application/json", head=head)
+        elif path in self._assets:
+            name = self._assets[path]
+            await self._send_simple(conn, stream, 200, asset(name), ASSETS[name], head=head)
         else:
             source = self.source_status() if self.source_status is not None else None
-            body = render_page(self.sink, self.registry, self.stats_path, source).encode()
+            body = render_page(self.sink, self.registry, self.stats_path, source,
+                               video=self.video, fronts=self.fronts, time_path=self.time_path,
+                               stream_path=self.stream_path, page_path=self.page_path).encode()
             await self._send_simple(conn, stream, 200, body, "text/html; charset=utf-8",
                                     head=head)
         return None
+
+    def _stats_body(self, query: StatsQuery) -> bytes:
+        shared = query.summary or query.offset > 0 or query.limit is not None
+        now = trio.current_time()
+        if shared and (hit := self._shared.get(query)) and now - hit[0] < _STATS_SHARED_SECONDS:
+            return hit[1]
+        source = self.source_status() if self.source_status is not None else None
+        body = json.dumps(stats_document(self.sink, self.registry, source, video=self.video,
+                                         fronts=self.fronts, query=query)).encode()
+        if shared:
+            if len(self._shared) >= _STATS_SHARED_ENTRIES:
+                self._shared.clear()
+            self._shared[query] = (now, body)
+        return body
 
     # -- /stream -----------------------------------------------------------------
     def _stream_headers(self) -> list[tuple[str, str]]:
@@ -322,129 +390,29 @@ def _stream_head(headers: list[tuple[str, str]]) -> bytes:
 
 
 # -- the page -----------------------------------------------------------------------
-# (JSON key and element id, column label)
-_SINK_FIELDS = (("num_handles", "clients"), ("bytes_to_serve", "bytes to serve"),
-                ("bytes_served", "bytes served"), ("buffers_queued", "buffers queued"))
-_SOURCE_FIELDS = (("spec", "source"), ("state", "state"), ("uptime", "uptime (s)"),
-                  ("bytes_in", "bytes in"), ("bitrate_in", "bitrate in (bit/s)"),
-                  ("reconnects", "reconnects"), ("last_error", "last error"))
-_CLIENT_FIELDS = (("address", "address"), ("front", "front"), ("status", "status"),
-                  ("bytes_sent", "bytes sent"), ("lag_buffers", "lag (buffers)"),
-                  ("lag_bytes", "lag (bytes)"), ("buffers_dropped", "dropped"))
-
-_PAGE = string.Template("""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>trio_msink</title>
-<style>body { font-family: sans-serif; margin: 2em; } table { border-collapse: collapse; }
-th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; } td { text-align: right; }</style>
-</head>
-<body>
-<h1>trio_msink</h1>
-<p>JSON: <a href="$stats_path">$stats_path</a> &middot;
-<span id="updated">not updated yet</span></p>
-<table id="source-stats"$source_hidden>
-$source_rows
-</table>
-<table id="sink-stats">
-$sink_rows
-</table>
-<table id="clients">
-<thead><tr>$client_head</tr></thead>
-<tbody id="client-rows">
-$client_rows
-</tbody>
-</table>
-<script>
-const STATS_URL = $stats_url;
-const SINK_FIELDS = $sink_fields;
-const CLIENT_FIELDS = $client_fields;
-const SOURCE_FIELDS = $source_fields;
-async function refresh() {
-  const updated = document.getElementById("updated");
-  try {
-    const response = await fetch(STATS_URL, {cache: "no-store"});
-    const stats = await response.json();
-    for (const key of SINK_FIELDS) {
-      document.getElementById(key).textContent = stats.sink[key];
-    }
-    if (stats.source) {
-      document.getElementById("source-stats").hidden = false;
-      for (const key of SOURCE_FIELDS) {
-        const value = stats.source[key];
-        document.getElementById("source-" + key).textContent = value === null ? "" : value;
-      }
-    }
-    const rows = stats.clients.map((client) => {
-      const tr = document.createElement("tr");
-      for (const key of CLIENT_FIELDS) {
-        const td = document.createElement("td");
-        td.className = key;
-        td.textContent = client[key] === null ? "" : client[key];
-        tr.appendChild(td);
-      }
-      return tr;
-    });
-    document.getElementById("client-rows").replaceChildren(...rows);
-    updated.textContent = "updated " + new Date().toLocaleTimeString();
-  } catch (error) {
-    updated.textContent = "stats unavailable: " + error;
-  }
-}
-setInterval(refresh, 1000);
-refresh();
-</script>
-</body>
-</html>
-""")
-
-
-def _js_literal(value: object) -> str:
-    # JSON is a JS literal, safe inside <script> once "</" cannot end the tag.
-    return json.dumps(value).replace("</", "<\\/")
+# Over this many clients the page starts from the summary and one page of rows.
+_PAGE_MANY_CLIENTS = 100
+_PAGE_ROWS = 50
 
 
 def render_page(sink: Sink, registry: ClientRegistry, stats_path: str = "/stats",
-                source: dict[str, Any] | None = None) -> str:
-    """The stats page, filled with the current numbers.
+                source: dict[str, Any] | None = None, *,
+                video: BrowserVideo | None = None, fronts: Mapping[str, str] | None = None,
+                time_path: str = "/time", stream_path: str = "/stream",
+                page_path: str = "/") -> str:
+    """The live page (``trio_msink/fronts/page/index.html``), filled with
+    the current numbers; its script (``page.js``, served beside it) keeps
+    them up to date from ``stats_path`` and plays ``video`` when given.
 
     Element ids: ``num_handles``, ``bytes_to_serve``, ``bytes_served``,
     ``buffers_queued`` (one ``<td>`` each, in ``table#sink-stats``); client
     rows are ``tbody#client-rows > tr`` with one ``td.<field>`` per column;
     the source (``table#source-stats``, hidden without ``source``) has one
     ``td#source-<field>`` per field of :func:`stats_document`'s ``source``.
-    The inline script refreshes them from ``stats_path`` every second.
+    With many clients the page starts from the summary and the first rows.
     """
-    doc = stats_document(sink, registry, source)
-    esc = html.escape
-    sink_rows = "\n".join(
-        f'<tr><th>{esc(label)}</th><td id="{key}">{doc["sink"][key]}</td></tr>'
-        for key, label in _SINK_FIELDS
-    )
-    source_doc: dict[str, Any] = doc.get("source") or {}
-    source_rows = "\n".join(
-        f'<tr><th>{esc(label)}</th><td id="source-{key}">'
-        f'{esc("" if source_doc.get(key) is None else str(source_doc[key]))}</td></tr>'
-        for key, label in _SOURCE_FIELDS
-    )
-    client_rows = "\n".join(
-        "<tr>" + "".join(
-            f'<td class="{key}">{esc("" if row[key] is None else str(row[key]))}</td>'
-            for key, _ in _CLIENT_FIELDS
-        ) + "</tr>"
-        for row in doc["clients"]
-    )
-    js = _js_literal
-    return _PAGE.substitute(
-        stats_path=esc(stats_path),
-        stats_url=js(stats_path),
-        sink_fields=js([key for key, _ in _SINK_FIELDS]),
-        client_fields=js([key for key, _ in _CLIENT_FIELDS]),
-        source_fields=js([key for key, _ in _SOURCE_FIELDS]),
-        source_rows=source_rows,
-        source_hidden="" if source_doc else " hidden",
-        sink_rows=sink_rows,
-        client_head="".join(f"<th>{esc(label)}</th>" for _, label in _CLIENT_FIELDS),
-        client_rows=client_rows,
-    )
+    query = StatsQuery(summary=True, limit=_PAGE_ROWS) if len(registry) > _PAGE_MANY_CLIENTS \
+        else None
+    doc = stats_document(sink, registry, source, video=video, fronts=fronts, query=query)
+    return fill_page(doc, stats_path=stats_path, time_path=time_path, stream_path=stream_path,
+                     asset_base=page_path.rstrip("/"))

@@ -39,6 +39,8 @@ import contextlib
 import logging
 import struct
 import weakref
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 
 import trio
 from trio_websocket import (
@@ -50,7 +52,8 @@ from trio_websocket import (
 )
 
 from .. import ClientStatus, FramedSocketStream, Framing, Sink
-from . import ClientRegistry, format_address
+from . import ClientRegistry, format_address, peer_address
+from ._access import Front, Gate, Refusal, Role, host_of
 from ._stream import AdapterSendStream
 
 __all__ = [
@@ -248,11 +251,29 @@ _FRAMED: weakref.WeakKeyDictionary[WebSocketRequest, WebSocketFramedStream] = \
     weakref.WeakKeyDictionary()
 
 
-def _remote_address(connection: WebSocketConnection) -> str | None:
+def _remote_address(connection: WebSocketConnection | WebSocketRequest) -> str | None:
     remote = connection.remote
     if isinstance(remote, Endpoint):
         return format_address((str(remote.address), remote.port))
     return format_address(remote)
+
+
+async def _refuse(request: WebSocketRequest, refusal: Refusal) -> None:
+    """Turn a client away: refused for who it is (401, 403), the handshake
+    is rejected with that status; refused for lack of room, the handshake
+    completes and the connection is closed with ``refusal.close_code``
+    (1013, "try again later"), which a WebSocket client can see, whereas
+    browsers hide a rejected handshake's status from scripts."""
+    with contextlib.suppress(ConnectionClosed):
+        if refusal.close_code is None:
+            await request.reject(refusal.status,
+                                 extra_headers=[(name.encode(), value.encode())
+                                                for name, value in refusal.headers],
+                                 body=f"{refusal.status} {refusal.message}\n".encode())
+            return
+        connection = await request.accept()
+        with trio.move_on_after(DEFAULT_CLOSE_TIMEOUT):
+            await connection.aclose(refusal.close_code, refusal.message)
 
 
 class WebSocketFront:
@@ -267,6 +288,12 @@ class WebSocketFront:
     rejected with 404. ``close_timeout`` bounds, in seconds, the closing
     handshake after a client was removed. ``max_message_size`` (bytes)
     bounds what a client may send, for :meth:`serve_stream` connections.
+    ``routes`` maps other paths (query ignored) to the fronts that serve
+    them on the same port, e.g. ``{"/video": WebSocketFront(video_sink)}``.
+    ``gate`` (a ``Gate`` of ``trio_msink.fronts._access``, default none)
+    decides who may connect (origin, token, the viewers' limits; see
+    docs/security.md): a refused handshake gets 401 or 403, a client over
+    the limits is closed with code 1013.
     """
 
     def __init__(
@@ -279,6 +306,8 @@ class WebSocketFront:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_message_size: int = 64 * 1024,
+        routes: Mapping[str, WebSocketFront] | None = None,
+        gate: Gate | None = None,
     ) -> None:
         if close_timeout < 0 or handshake_timeout < 0:
             raise ValueError("timeouts must be >= 0 seconds")
@@ -291,6 +320,8 @@ class WebSocketFront:
         self.close_timeout = float(close_timeout)
         self.handshake_timeout = float(handshake_timeout)
         self.max_message_size = max_message_size
+        self.gate = gate
+        self.routes = dict(routes or {})
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
         """Handler for ``trio.serve_tcp``: the opening handshake on a raw
@@ -328,7 +359,20 @@ class WebSocketFront:
         """Accept ``request`` and serve the connection until the client is
         removed, then close it. Never raises for anything the peer does, nor
         when the sink is already closed (the client is then closed with
-        code 1001, "going away")."""
+        code 1001, "going away"). With a ``gate``, a refused client is
+        turned away first, whatever path it asks for (a route's front is
+        best given no gate of its own: the client would be counted twice)."""
+        with self._enter(request) as refusal:
+            if refusal is not None:
+                await _refuse(request, refusal)
+                return
+            await self._accept_and_serve(request)
+
+    async def _accept_and_serve(self, request: WebSocketRequest) -> None:
+        route = self.routes.get(request.path.split("?", 1)[0])
+        if route is not None and route is not self:
+            await route.handle(request)
+            return
         if self.path is not None and request.path.split("?", 1)[0] != self.path:
             with contextlib.suppress(ConnectionClosed):
                 await request.reject(404, body=b"no stream here\n")
@@ -342,6 +386,22 @@ class WebSocketFront:
             await self._serve(connection, framed)
         except trio.ClosedResourceError:
             logger.debug("the sink is closed: WebSocket client %s refused", connection)
+
+    def _enter(self, request: WebSocketRequest) -> AbstractContextManager[Refusal | None]:
+        """The gate's verdict on a handshake (docs/security.md): origin,
+        token, and a place among the viewers."""
+        if self.gate is None:
+            return contextlib.nullcontext(None)
+        framed = _FRAMED.get(request)
+        if framed is not None:  # trio-websocket sees only the fast path's _Transport
+            remote = peer_address(framed.socket_stream)
+            port: int | None = framed.socket_stream.socket.getsockname()[1]
+        else:
+            local = request.local
+            remote = _remote_address(request)
+            port = local.port if isinstance(local, Endpoint) else None
+        return self.gate.enter(Front.WEBSOCKET, Role.VIEWER, host_of(remote), request.path,
+                               request.headers, ws_port=port)
 
     async def serve_connection(self, connection: WebSocketConnection) -> ClientStatus:
         """Serve an open ``connection`` until its client is removed; returns
@@ -362,7 +422,9 @@ class WebSocketFront:
             stream = WebSocketStream(connection)
         code, reason = 1000, None
         try:
-            with self.registry.registered(stream, self.name, _remote_address(connection)):
+            address = (peer_address(framed.socket_stream) if framed is not None
+                       else _remote_address(connection))
+            with self.registry.registered(stream, self.name, address):
                 async with trio.open_nursery() as nursery:
                     if not self.sink.handle_read:
                         # Nobody else reads: without a reader trio-websocket
