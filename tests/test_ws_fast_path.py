@@ -326,6 +326,21 @@ async def test_tls_connections_take_the_message_path(tls: TLS) -> None:
                 nursery.cancel_scope.cancel()
 
 
+async def test_a_route_to_another_front_takes_the_fast_path_too() -> None:
+    events, video_events = Events(), Events()
+    with trio.fail_after(20):
+        async with Sink(**events.callbacks(), sync=False) as sink, \
+                Sink(**video_events.callbacks(), sync=False) as video:
+            routes = {"/video": WebSocketFront(video, path="/video")}
+            async with ws_server(sink, routes=routes) as (_, port), \
+                    open_websocket_url(f"ws://127.0.0.1:{port}/video") as ws:
+                await video_events.wait_added(1)
+                assert isinstance(video_events.added[0], WebSocketFramedStream)
+                assert events.added == []
+                await video.send(b"unit")
+                assert await ws.get_message() == b"unit"
+
+
 # -- a FramedSocketStream with a framing of its own --------------------------------
 
 
