@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -13,11 +13,19 @@ from .. import ClientStatus, Sink
 from ..fronts import ClientRegistry, HttpFront, WebSocketFront, peer_address
 from ..fronts._access import Front, Gate, Role, host_of
 from ..fronts.browser import BrowserVideo
+from ._source_state import SourceState
 
-__all__ = ["VIDEO_PATH", "Handler", "front_handlers", "front_url", "logging_callbacks"]
+if TYPE_CHECKING:
+    from ..fronts.metrics import SinkMetrics
+
+__all__ = ["VIDEO_PATH", "Handler", "front_handlers", "front_url", "logging_callbacks",
+           "open_metrics"]
 
 # The WebSocket path of the browser viewers' video (the raw stream stays on /).
 VIDEO_PATH = "/video"
+# The names the fronts register their clients under (the `front` label of
+# /metrics, the `front` column of /stats).
+FRONTS = ("tcp", "http", "websocket")
 
 logger = logging.getLogger("trio_msink.cli")
 
@@ -37,12 +45,15 @@ def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
                    source_status: Callable[[], dict[str, Any] | None] | None = None,
                    *, video: BrowserVideo | None = None,
                    fronts: Mapping[str, str] | None = None,
-                   gate: Gate | None = None) -> dict[str, Handler]:
+                   gate: Gate | None = None,
+                   metrics: SinkMetrics | None = None) -> dict[str, Handler]:
     """The ``trio.serve_tcp`` handler of each front, all feeding ``sink``;
     ``source_status`` gives the ``"source"`` object of ``/stats``. With
     ``video``, the WebSocket front serves its browser viewers on
     ``/video``; ``fronts`` (name → URL) tells the page where everything is.
-    ``gate`` decides who may watch (docs/security.md), on every path."""
+    ``gate`` decides who may watch (docs/security.md), on every path;
+    ``metrics`` is served at ``/metrics`` (an operator's path, as ``/stats``).
+    """
 
     async def tcp(stream: trio.abc.Stream) -> None:
         if gate is not None:  # a raw TCP client is a viewer from its first byte
@@ -56,7 +67,7 @@ def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
 
     http = HttpFront(sink, content_type=content_type, registry=registry,
                      header_timeout=header_timeout, source_status=source_status,
-                     video=video, fronts=fronts, gate=gate)
+                     video=video, fronts=fronts, gate=gate, metrics=metrics)
     routes = {}
     if video is not None:  # behind the outer front's gate: counted once
         routes[VIDEO_PATH] = WebSocketFront(video.sink, registry=registry, name="video")
@@ -64,14 +75,35 @@ def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
     return {"tcp": tcp, "http": http.serve, "ws": ws.serve_stream}
 
 
-def logging_callbacks(index: int, registry: ClientRegistry) -> dict[str, Any]:
-    """Sink callbacks that log each client event with the worker's number."""
+def open_metrics(registry: ClientRegistry,
+                 source_status: Callable[[], dict[str, Any] | None] | None,
+                 ) -> SinkMetrics | None:
+    """The process's ``/metrics`` (its Sink is assigned once it exists), or
+    ``None`` when prometheus-client is not installed (then ``/metrics`` is
+    a 404, as a resource that does not exist)."""
+    try:
+        from ..fronts.metrics import SinkMetrics
+    except ImportError:
+        logger.debug("prometheus-client is not installed: no /metrics")
+        return None
+    return SinkMetrics(registry=registry, source_status=source_status,
+                       source_states=[state.value for state in SourceState], fronts=FRONTS)
+
+
+def logging_callbacks(index: int, registry: ClientRegistry,
+                      metrics: SinkMetrics | None = None) -> dict[str, Any]:
+    """Sink callbacks that log each client event with the worker's number
+    (and count it in ``metrics``)."""
     name = f"worker {index}"
 
     def added(stream: trio.abc.SendStream) -> None:
+        if metrics is not None:
+            metrics.client_added(stream)
         logger.info("%s: client added: %s", name, registry.describe(stream))
 
     def removed(stream: trio.abc.SendStream, status: ClientStatus) -> None:
+        if metrics is not None:
+            metrics.client_removed(stream, status)
         logger.info("%s: client removed (%s): %s", name, status.name, registry.describe(stream))
 
     return {"on_client_added": added, "on_client_removed": removed}

@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from functools import partial
 from typing import Any
@@ -23,9 +24,17 @@ from ..fronts.browser import BrowserVideo
 from ._defaults import DEFAULT_FORMAT_BEFORE_DETECTION, format_defaults
 from ._display import Display
 from ._errors import CommandError
-from ._handlers import VIDEO_PATH, Handler, front_handlers, front_url, logging_callbacks
+from ._handlers import (
+    VIDEO_PATH,
+    Handler,
+    front_handlers,
+    front_url,
+    logging_callbacks,
+    open_metrics,
+)
 from ._security import Security
-from ._sources import Item, Source, Upstream, listen_error, open_source
+from ._sources import Item, Source, SourceError, Upstream, listen_error, open_source
+from ._sources import _FiniteSource as FiniteSource
 from ._timeline import Timeline
 from ._workers import Output, Relay, WorkerPool
 
@@ -59,10 +68,12 @@ class Server:
         self._defaults_format = (DEFAULT_FORMAT_BEFORE_DETECTION if self.format == "auto"
                                  else self.format)
         self.content_type = args.content_type or _CONTENT_TYPES.get(self.format, "video/mp2t")
+        self._told_unrecognised = False  # this upstream's "not recognised" line is out
         self.registry = ClientRegistry()
         self.display = Display(self.registry, interactive=sys.stderr.isatty())
         self.display.source = self.source.status
         self.security = Security.from_args(args, list(fronts))
+        self.metrics = open_metrics(self.registry, self.source_status)
         # The browser viewers' video, when there is a WebSocket front.
         self.video: BrowserVideo | None = None
 
@@ -71,10 +82,16 @@ class Server:
         return self.source.status.snapshot(trio.current_time())
 
     def _callbacks(self) -> dict[str, Any]:  # Sink() checks each callback
+        metrics = self.metrics
+
         def added(stream: trio.abc.SendStream) -> None:
+            if metrics is not None:
+                metrics.client_added(stream)
             self.display.client_added(stream)
 
         def removed(stream: trio.abc.SendStream, status: ClientStatus) -> None:
+            if metrics is not None:
+                metrics.client_removed(stream, status)
             self.display.client_removed(stream, status)
 
         def message(stream: trio.abc.SendStream, data: bytes) -> None:
@@ -113,14 +130,17 @@ class Server:
             pool = WorkerPool(self.args.workers - 1, config, sync=self.props["sync"])
             await pool.start()
             self.security.on_sighup.append(partial(pool.signal_workers, signal.SIGHUP))
-        callbacks = self._callbacks() if pool is None else logging_callbacks(0, self.registry)
+        callbacks = (self._callbacks() if pool is None
+                     else logging_callbacks(0, self.registry, self.metrics))
         try:
             async with Sink(**self.props, **callbacks) as sink, self._video_context():
                 self.display.sink = sink
+                if self.metrics is not None:
+                    self.metrics.sink = sink
                 local = front_handlers(sink, self.registry, self.content_type,
                                        self.args.header_timeout, self.source_status,
                                        video=self.video, fronts=fronts,
-                                       gate=self.security.gate)
+                                       gate=self.security.gate, metrics=self.metrics)
                 accept = self.security.accept_loop(self.args.header_timeout)
                 async with trio.open_nursery() as handlers:
                     async with trio.open_nursery() as main:
@@ -176,8 +196,15 @@ class Server:
         stream. Without a WebSocket front, none."""
         if "ws" not in listeners:
             return []
-        self.video = BrowserVideo(self.format, on_client_added=self.display.client_added,
-                                  on_client_removed=self.display.client_removed)
+        callbacks: dict[str, Callable[..., None]] = {
+            "on_client_added": self.display.client_added,
+            "on_client_removed": self.display.client_removed}
+        if self.metrics is not None:  # its viewers count in /metrics too
+            callbacks = _chain(callbacks, self.metrics.callbacks("video"))
+        self.video = BrowserVideo(self.format, on_client_added=callbacks["on_client_added"],
+                                  on_client_removed=callbacks["on_client_removed"])
+        if self.metrics is not None:
+            self.metrics.add_sink("video", self.video.sink)
         if self.args.workers <= 1:
             fronts["video"] = fronts["ws"].rstrip("/") + VIDEO_PATH
             return []
@@ -235,6 +262,7 @@ class Server:
         timeline instead of waiting for, or bursting to, the new clock."""
         self.framer.restart()
         self.timeline.discontinuity()
+        self._told_unrecognised = False
         if self.video is not None:
             self.video.restart()
 
@@ -253,7 +281,34 @@ class Server:
         logger.info("input format: %s", detected)
         output.set_properties(format_defaults(detected, explicit))
 
+    def _refuse_unrecognised(self) -> bool:
+        """``--format auto`` fell back to raw: the input is neither MPEG-TS
+        nor H.264, so it is not served under a video label unless
+        ``--content-type`` says what it is (docs/cli.md, "Input that auto
+        does not recognise"). True while its bytes are dropped (a relay's
+        origin or a publisher: until the next upstream); SourceError (exit
+        1) for stdin or a file, which have no other upstream to wait for."""
+        if not isinstance(self.framer, AutoFramer) or self.framer.detected != "raw":
+            return False
+        spec = self.source.status.spec
+        if self.args.content_type is not None:
+            if not self._told_unrecognised:
+                logger.warning("source %s: neither MPEG-TS nor H.264: served as raw chunks "
+                               "labelled %s", spec, self.args.content_type)
+                self._told_unrecognised = True
+            return False
+        what = ("neither MPEG-TS nor H.264 in its first bytes (--format auto); "
+                "give --format raw or --content-type TYPE to serve it as bytes")
+        if isinstance(self.source, FiniteSource):
+            raise SourceError(f"SOURCE {spec}: {what}")
+        if not self._told_unrecognised:
+            logger.warning("source %s: %s; not served until the next upstream", spec, what)
+            self._told_unrecognised = True
+        return True
+
     async def _send_all(self, output: Output, buffers: list[Buffer]) -> None:
+        if self._refuse_unrecognised():
+            return
         self._apply_detected_defaults(output)
         if self.framer.header_changed:
             output.set_streamheader(self.framer.streamheader)
@@ -293,6 +348,17 @@ def _serve_fronts(listeners: dict[str, list[trio.SocketListener]], local: dict[s
             nursery.start_soon(pool.hand_off, front, listener,
                                partial(accept.serve_connection, handler=local[front]),
                                handlers, accept.accept)
+
+
+def _chain(first: dict[str, Callable[..., None]],
+           second: dict[str, Callable[..., None]]) -> dict[str, Callable[..., None]]:
+    """Sink callbacks that call ``first``'s, then ``second``'s, for each event."""
+    def both(a: Callable[..., None], b: Callable[..., None]) -> Callable[..., None]:
+        def call(*args: Any) -> None:
+            a(*args)
+            b(*args)
+        return call
+    return {name: both(first[name], second[name]) for name in first}
 
 
 def _address(host: str, port: int) -> str:

@@ -24,7 +24,7 @@ _DIGITS = {
 }
 
 
-class _Sink(io.RawIOBase):
+class _ByteCollector(io.RawIOBase):
     """A write-only file that collects what the muxer writes."""
 
     def __init__(self) -> None:
@@ -56,7 +56,7 @@ class TestPattern:
 
         self._np = np
         self.width, self.height, self.fps = width, height, fps
-        self._out = _Sink()
+        self._out = _ByteCollector()
         self._container = av.open(self._out, "w", format="mpegts")
         stream = self._container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"

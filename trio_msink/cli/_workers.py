@@ -34,7 +34,7 @@ from .._clock import PacingBase
 from ..fronts import ClientRegistry
 from ..fronts.browser import BrowserVideo
 from ._defaults import apply_properties
-from ._handlers import front_handlers, logging_callbacks
+from ._handlers import front_handlers, logging_callbacks, open_metrics
 from ._security import Security
 
 __all__ = [
@@ -388,12 +388,15 @@ async def _worker(config: dict[str, Any]) -> None:
     state = _WorkerState()
     security = Security.from_worker_config(config["security"])  # docs/security.md
     accept = security.accept_loop(config["header_timeout"])
-    async with Sink(**props, **logging_callbacks(config["index"], registry)) as sink:
+    metrics = open_metrics(registry, lambda: state.source)
+    async with Sink(**props, **logging_callbacks(config["index"], registry, metrics)) as sink:
+        if metrics is not None:
+            metrics.sink = sink
         handlers = {front: partial(accept.serve_connection, handler=handler)
                     for front, handler in front_handlers(
                         sink, registry, config["content_type"], config["header_timeout"],
                         lambda: state.source, fronts=config.get("fronts"),
-                        gate=security.gate).items()}
+                        gate=security.gate, metrics=metrics).items()}
         async with trio.open_nursery() as clients:
             async with trio.open_nursery() as main:
                 await main.start(security.watch)

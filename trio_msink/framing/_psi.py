@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 __all__ = [
-    "NULL_PID",
     "PACKET_SIZE",
     "PAT_PID",
     "SYNC_BYTE",
@@ -21,7 +20,6 @@ __all__ = [
 PACKET_SIZE = 188
 SYNC_BYTE = 0x47
 PAT_PID = 0x0000
-NULL_PID = 0x1FFF
 
 
 def _crc_table() -> list[int]:

@@ -5,7 +5,7 @@ I/O is here):
 
 * ``GET /stream`` → ``200`` with ``Content-Type`` (default ``video/mp2t``),
   ``Connection: close`` and neither ``Content-Length`` nor
-  ``Transfer-Encoding``: the body is close-delimited (RFC 9112 §6.3 rule 8)
+  ``Transfer-Encoding``: the body is close-delimited (RFC 9112, section 6.3, rule 8)
   and *is* the stream. After the response head the connection itself is
   handed to :meth:`Sink.serve`, so buffers go out as raw bytes (one
   ``writev`` for many buffers on a plain TCP socket), with every limit and
@@ -19,6 +19,8 @@ I/O is here):
 * ``GET /`` → the live page (``/page.js``, ``/page.css`` beside it): the
   video, when a :class:`~trio_msink.fronts.browser.BrowserVideo` is given,
   and the numbers, charts and viewers from ``/stats``.
+* ``GET /metrics`` → the Prometheus text format, when the front is given a
+  :class:`~trio_msink.fronts.metrics.SinkMetrics` (else 404).
 * ``HEAD`` on the same paths → the same headers without a body.
 * unknown path → 404, other methods → 405, a malformed request → 400 (or
   h11's more precise hint, e.g. 431 for oversized headers). The connection
@@ -53,6 +55,7 @@ from ._stats import StatsQuery, stats_document
 
 if TYPE_CHECKING:
     from .browser import BrowserVideo
+    from .metrics import SinkMetrics
 
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT",
@@ -122,6 +125,8 @@ class HttpFront:
     ``gate`` (a ``Gate`` of ``trio_msink.fronts._access``, default none)
     decides who may make which request (tokens, the viewers' limits; see
     docs/security.md): a refused request gets its 401, 403 or 503.
+    ``metrics``, if given, is served at ``metrics_path`` (see
+    docs/fronts.md).
     Raises :exc:`ValueError` for a negative timeout or a non-positive size.
     """
 
@@ -143,6 +148,8 @@ class HttpFront:
         fronts: Mapping[str, str] | None = None,
         time_path: str = "/time",
         gate: Gate | None = None,
+        metrics: SinkMetrics | None = None,
+        metrics_path: str = "/metrics",
     ) -> None:
         if header_timeout < 0 or response_timeout < 0:
             raise ValueError("timeouts must be >= 0 seconds")
@@ -166,6 +173,8 @@ class HttpFront:
         self._assets = {f"{base}/{name}": name for name in ASSETS}
         self._shared: dict[StatsQuery, tuple[float, bytes]] = {}
         self.gate = gate
+        self.metrics = metrics
+        self.metrics_path = metrics_path
         # Validate once so a bad content type fails here, not per request.
         _stream_head(self._stream_headers())
 
@@ -207,6 +216,8 @@ class HttpFront:
         path, _, query = request.target.decode("ascii", "replace").partition("?")
         head = request.method == b"HEAD"
         known = {self.stream_path, self.stats_path, self.page_path, self.time_path}
+        if self.metrics is not None:
+            known.add(self.metrics_path)
         if path not in known and path not in self._assets:
             await self._send_error(conn, stream, 404, f"no resource at {path}", head=head)
             return None
@@ -219,14 +230,15 @@ class HttpFront:
                 await self._send_error(conn, stream, refusal.status, refusal.message,
                                        list(refusal.headers), head=head)
                 return None
-            return await self._respond(conn, stream, path, query, head)
+            return await self._respond(conn, stream, path, query, head, _accept(request))
 
     def _enter(self, stream: trio.abc.Stream, path: str,
                request: h11.Request) -> AbstractContextManager[Refusal | None]:
         """The gate's verdict on a request (docs/security.md): the operator's
-        paths need the operator's token, the stream is a viewer's; other
-        resources (static files, the clock) hold no data and are public."""
-        if path in {self.stats_path, self.page_path}:
+        paths (``/stats``, the page, ``/metrics``) need the operator's token,
+        the stream is a viewer's; other resources (static files, the clock)
+        hold no data and are public."""
+        if path in {self.stats_path, self.page_path, self.metrics_path}:
             role = Role.OPERATOR
         elif path == self.stream_path:
             role = Role.VIEWER
@@ -238,9 +250,13 @@ class HttpFront:
                                request.target, request.headers)
 
     async def _respond(self, conn: h11.Connection, stream: trio.abc.Stream, path: str,
-                       query: str, head: bool) -> ClientStatus | None:
+                       query: str, head: bool, accept: str = "") -> ClientStatus | None:
         if path == self.stream_path:
             return await self._serve_stream(stream, head)
+        if path == self.metrics_path and self.metrics is not None:
+            body, content_type = self.metrics.render(accept)
+            await self._send_simple(conn, stream, 200, body, content_type, head=head)
+            return None
         if path == self.stats_path:
             try:
                 stats_query = StatsQuery.parse(dict(parse_qsl(query)))
@@ -372,6 +388,12 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> h11.Re
             return None
         else:  # nothing else can come before a request head
             raise h11.RemoteProtocolError(f"unexpected {event!r}", error_status_hint=400)
+
+
+def _accept(request: h11.Request) -> str:
+    """The request's ``Accept`` header (every one of them, joined)."""
+    return ", ".join(value.decode("latin-1") for name, value in request.headers
+                     if name == b"accept")
 
 
 def _stream_head(headers: list[tuple[str, str]]) -> bytes:
