@@ -81,6 +81,19 @@ def test_framing_makes_a_buffer_once_without_copying_the_payload() -> None:
     assert not framing.segments([buffer, buffer], 4, 1 << 20)[2]
 
 
+def test_framed_buffers_kept_for_sharing_are_bounded() -> None:
+    framing = Framing(lambda size: b"h")
+    big = [Buffer(bytes(1 << 20)) for _ in range(10)]
+    for buffer in big:
+        framing.framed(buffer)
+    assert framing.framed(big[-1]) is framing.framed(big[-1])  # still shared
+    kept = [entry[0] for entry in framing._framed.values()]
+    assert sum(b.size for b in kept) <= 4 << 20 and kept[-1] is big[-1]
+    for buffer in [Buffer(b"x") for _ in range(300)]:
+        framing.framed(buffer)
+    assert len(framing._framed) == 256
+
+
 async def test_bad_arguments_are_type_errors() -> None:
     with pytest.raises(TypeError, match="header"):
         Framing(b"\x82")  # type: ignore[arg-type]

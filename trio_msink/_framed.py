@@ -37,8 +37,11 @@ __all__ = ["FramedSocketStream", "Framing", "original", "write_message"]
 _HEADER_CACHE = 4096
 # Framed Buffers are cached for the latest buffers, so that the clients that
 # are behind at the same position share them too; 256 buffers is more than
-# one batch (64) and keeps at most that many payloads alive past the history.
+# one batch (64). The cache keeps its payloads alive, possibly past the
+# history: at most 256 of them and 4 MiB (the size of one write, see
+# _direct.MAX_BYTES_PER_WRITE).
 _FRAMED_CACHE = 256
+_FRAMED_CACHE_BYTES = 4 * 1024 * 1024
 
 
 class _FramedBuffer(Buffer):
@@ -92,6 +95,7 @@ class Framing:
         self._make_header = header
         self._headers: dict[int, memoryview] = {}
         self._framed: dict[int, tuple[Buffer, Buffer]] = {}
+        self._framed_bytes = 0
 
     def header(self, size: int) -> memoryview:
         """The header of a buffer of ``size`` bytes (made once per size)."""
@@ -117,9 +121,13 @@ class Framing:
         if entry is not None and entry[0] is buffer:
             return entry[1]
         framed = _FramedBuffer.of(buffer, self.header(buffer.size))
-        if len(self._framed) >= _FRAMED_CACHE:
-            del self._framed[next(iter(self._framed))]
-        self._framed[key] = (buffer, framed)
+        cache = self._framed
+        while cache and (len(cache) >= _FRAMED_CACHE
+                         or self._framed_bytes + buffer.size > _FRAMED_CACHE_BYTES):
+            oldest, _ = cache.pop(next(iter(cache)))
+            self._framed_bytes -= oldest.size
+        cache[key] = (buffer, framed)
+        self._framed_bytes += buffer.size
         return framed
 
     def segments(self, buffers: Sequence[Buffer], max_segments: int,
