@@ -176,11 +176,6 @@ async def test_reset_storm(server: HostileServer) -> None:
 PEER_CLOSE_RELEASE = 3.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the WebSocket front holds a connection whose peer closed before completing "
-           "the opening handshake until its handshake timeout (10 s): trio-websocket's "
-           "wrap_server_stream waits for a request that can no longer come")
 async def test_websocket_connections_closed_mid_handshake_are_released_at_once(
     server: HostileServer,
 ) -> None:

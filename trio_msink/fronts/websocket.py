@@ -52,6 +52,7 @@ from trio_websocket import (
 )
 
 from .. import ClientStatus, FramedSocketStream, Framing, Sink
+from .._sockopts import find_socket
 from . import ClientRegistry, format_address, peer_address
 from ._access import Front, Gate, Refusal, Role, host_of
 from ._stream import AdapterSendStream
@@ -245,9 +246,54 @@ class _Transport(trio.abc.Stream):
             await trio.lowlevel.checkpoint()
 
 
+class _HandshakeGuard(trio.abc.Stream):
+    """The stream trio-websocket reads in :meth:`WebSocketFront.serve_stream`:
+    it passes everything through, and while the opening handshake is pending
+    (``handshake`` set) it cancels that scope once the peer has gone (end of
+    input, a broken or closed stream). trio-websocket's reader then stops,
+    but ``wrap_server_stream`` would go on waiting for a request that can no
+    longer come, holding the connection until ``handshake_timeout``."""
+
+    def __init__(self, transport_stream: trio.abc.Stream) -> None:
+        # Named as an SSLStream's layer, so that find_socket looks through it.
+        self.transport_stream = transport_stream
+        #: The scope of the pending opening handshake; ``None`` once it is done.
+        self.handshake: trio.CancelScope | None = None
+        #: Whether the peer went before the opening handshake was done.
+        self.peer_gone = False
+
+    def _gone(self) -> None:
+        if self.handshake is not None:
+            self.peer_gone = True
+            self.handshake.cancel()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self.transport_stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._gone()
+            raise
+        if not data:
+            self._gone()
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.transport_stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport_stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.transport_stream.aclose()
+
+
 # serve_stream's fast-path clients, until their request is handled (by this
 # front or by a front it routes the request to).
 _FRAMED: weakref.WeakKeyDictionary[WebSocketRequest, WebSocketFramedStream] = \
+    weakref.WeakKeyDictionary()
+# The streams serve_stream was given, for the same time: trio-websocket sees
+# only the _HandshakeGuard over them, whose addresses it cannot read.
+_STREAMS: weakref.WeakKeyDictionary[WebSocketRequest, trio.abc.Stream] = \
     weakref.WeakKeyDictionary()
 
 
@@ -256,6 +302,22 @@ def _remote_address(connection: WebSocketConnection | WebSocketRequest) -> str |
     if isinstance(remote, Endpoint):
         return format_address((str(remote.address), remote.port))
     return format_address(remote)
+
+
+def _addresses(request: WebSocketRequest) -> tuple[str | None, int | None]:
+    """The client's ``"host:port"`` and the local port of ``request``'s
+    connection (``None`` when unknown): read from the stream given to
+    serve_stream if there was one, else from trio-websocket's view."""
+    stream = _STREAMS.get(request)
+    if stream is None:
+        local = request.local
+        return _remote_address(request), local.port if isinstance(local, Endpoint) else None
+    sock = find_socket(stream)
+    try:
+        port: int | None = sock.getsockname()[1] if sock is not None else None
+    except OSError:
+        port = None
+    return peer_address(stream), port
 
 
 async def _refuse(request: WebSocketRequest, refusal: Refusal) -> None:
@@ -335,17 +397,24 @@ class WebSocketFront:
         if type(stream) is trio.SocketStream:
             framed = WebSocketFramedStream(stream)
             transport = _Transport(framed)
+        guard = _HandshakeGuard(transport)
         try:
             async with trio.open_nursery() as nursery:
                 request: WebSocketRequest | None = None
-                with trio.move_on_after(self.handshake_timeout):
+                with trio.move_on_after(self.handshake_timeout) as guard.handshake:
                     request = await wrap_server_stream(
-                        nursery, transport, max_message_size=self.max_message_size
+                        nursery, guard, max_message_size=self.max_message_size
                     )
+                guard.handshake = None
                 if request is None:
-                    logger.debug("dropping %r: no WebSocket handshake within %s s",
-                                 stream, self.handshake_timeout)
+                    if guard.peer_gone:
+                        logger.debug("dropping %r: the peer went during the WebSocket "
+                                     "handshake", stream)
+                    else:
+                        logger.debug("dropping %r: no WebSocket handshake within %s s",
+                                     stream, self.handshake_timeout)
                 else:
+                    _STREAMS[request] = stream
                     if framed is not None:
                         _FRAMED[request] = framed
                     await self.handle(request)
@@ -378,12 +447,14 @@ class WebSocketFront:
                 await request.reject(404, body=b"no stream here\n")
             return
         framed = _FRAMED.pop(request, None)
+        address = _addresses(request)[0]
+        _STREAMS.pop(request, None)
         try:
             connection = await request.accept()
         except ConnectionClosed:
             return
         try:
-            await self._serve(connection, framed)
+            await self._serve(connection, framed, address)
         except trio.ClosedResourceError:
             logger.debug("the sink is closed: WebSocket client %s refused", connection)
 
@@ -392,14 +463,7 @@ class WebSocketFront:
         token, and a place among the viewers."""
         if self.gate is None:
             return contextlib.nullcontext(None)
-        framed = _FRAMED.get(request)
-        if framed is not None:  # trio-websocket sees only the fast path's _Transport
-            remote = peer_address(framed.socket_stream)
-            port: int | None = framed.socket_stream.socket.getsockname()[1]
-        else:
-            local = request.local
-            remote = _remote_address(request)
-            port = local.port if isinstance(local, Endpoint) else None
+        remote, port = _addresses(request)
         return self.gate.enter(Front.WEBSOCKET, Role.VIEWER, host_of(remote), request.path,
                                request.headers, ws_port=port)
 
@@ -408,12 +472,14 @@ class WebSocketFront:
         the final :class:`ClientStatus` (``CLOSED`` when the peer closed).
         Closes the connection afterwards (code 1000; 1001 when the sink is
         closed, and then :exc:`trio.ClosedResourceError` is raised)."""
-        return await self._serve(connection, None)
+        return await self._serve(connection, None, _remote_address(connection))
 
     async def _serve(self, connection: WebSocketConnection,
-                     framed: WebSocketFramedStream | None) -> ClientStatus:
+                     framed: WebSocketFramedStream | None,
+                     address: str | None) -> ClientStatus:
         """:meth:`serve_connection`, on the fast path when ``framed`` is the
-        stream under ``connection``."""
+        stream under ``connection``; ``address`` is the client's, for the
+        registry."""
         stream: WebSocketStream | WebSocketFramedStream
         if framed is not None:
             framed.connection = connection
@@ -422,8 +488,6 @@ class WebSocketFront:
             stream = WebSocketStream(connection)
         code, reason = 1000, None
         try:
-            address = (peer_address(framed.socket_stream) if framed is not None
-                       else _remote_address(connection))
             with self.registry.registered(stream, self.name, address):
                 async with trio.open_nursery() as nursery:
                     if not self.sink.handle_read:
