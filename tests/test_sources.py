@@ -550,9 +550,13 @@ async def test_the_display_has_a_source_line() -> None:
 class _Recorder:
     def __init__(self) -> None:
         self.properties: list[dict[str, object]] = []
+        self.content_types: list[str] = []
 
     def set_properties(self, properties: dict[str, object]) -> None:
         self.properties.append(properties)
+
+    def set_content_type(self, content_type: str) -> None:
+        self.content_types.append(content_type)
 
 
 def test_auto_detected_format_brings_its_defaults_except_the_flags_given() -> None:

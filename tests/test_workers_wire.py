@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from trio_msink import Buffer, SyncMethod
 from trio_msink.cli._workers import (
     BUFFER,
+    CONTENT_TYPE,
     HEADERS,
     PROPERTIES,
     STATUS,
@@ -34,10 +35,11 @@ def _stream() -> tuple[bytes, list[tuple[int, object]]]:
     parts: list[bytes] = [encode_headers(headers)]
     for buffer in buffers:
         parts.append(b"".join(bytes(p) for p in encode_buffer(buffer)))
-    parts += [encode_json(STATUS, status), encode_json(PROPERTIES, props)]
+    parts += [encode_json(STATUS, status), encode_json(PROPERTIES, props),
+              encode_json(CONTENT_TYPE, "video/h264")]
     expected: list[tuple[int, object]] = [(HEADERS, [(h.tobytes(), h.header) for h in headers])]
     expected += [(BUFFER, (b.tobytes(), b.pts, b.delta_unit, b.header)) for b in buffers]
-    expected += [(STATUS, status), (PROPERTIES, props)]
+    expected += [(STATUS, status), (PROPERTIES, props), (CONTENT_TYPE, "video/h264")]
     return b"".join(parts), expected
 
 

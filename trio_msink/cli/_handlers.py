@@ -40,7 +40,8 @@ def front_url(front: str, sockname: Any) -> str:
     return f"{front}://{host}:{port}" + ("" if front == "tcp" else "/")
 
 
-def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
+def front_handlers(sink: Sink, registry: ClientRegistry,
+                   content_type: str | Callable[[], str],
                    header_timeout: float,
                    source_status: Callable[[], dict[str, Any] | None] | None = None,
                    *, video: BrowserVideo | None = None,
@@ -48,7 +49,9 @@ def front_handlers(sink: Sink, registry: ClientRegistry, content_type: str,
                    gate: Gate | None = None,
                    metrics: SinkMetrics | None = None) -> dict[str, Handler]:
     """The ``trio.serve_tcp`` handler of each front, all feeding ``sink``;
-    ``source_status`` gives the ``"source"`` object of ``/stats``. With
+    ``source_status`` gives the ``"source"`` object of ``/stats``;
+    ``content_type`` labels HTTP ``/stream`` (a callable: asked for each
+    response, so that the label follows the detected format). With
     ``video``, the WebSocket front serves its browser viewers on
     ``/video``; ``fronts`` (name → URL) tells the page where everything is.
     ``gate`` decides who may watch (docs/security.md), on every path;

@@ -134,7 +134,8 @@ def _add_server_flags(parser: argparse.ArgumentParser,
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="BYTES",
                         help="buffer size for --format raw (default: %(default)s)")
     parser.add_argument("--content-type", default=None,
-                        help="Content-Type of HTTP /stream (default: from --format)")
+                        help="Content-Type of HTTP /stream (default: from --format, "
+                             "or from the detected format with auto)")
     parser.add_argument("--test-seconds", type=float, default=None, metavar="S",
                         help="with SOURCE test: stop after S seconds (default: never)")
     parser.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT,

@@ -67,6 +67,8 @@ class Server:
         # The format whose command defaults the Sink has (see _defaults).
         self._defaults_format = (DEFAULT_FORMAT_BEFORE_DETECTION if self.format == "auto"
                                  else self.format)
+        # The label of HTTP /stream: --content-type, else the format's, which
+        # with --format auto follows the detected format (_apply_detected_defaults).
         self.content_type = args.content_type or _CONTENT_TYPES.get(self.format, "video/mp2t")
         self._told_unrecognised = False  # this upstream's "not recognised" line is out
         self.registry = ClientRegistry()
@@ -137,7 +139,7 @@ class Server:
                 self.display.sink = sink
                 if self.metrics is not None:
                     self.metrics.sink = sink
-                local = front_handlers(sink, self.registry, self.content_type,
+                local = front_handlers(sink, self.registry, lambda: self.content_type,
                                        self.args.header_timeout, self.source_status,
                                        video=self.video, fronts=fronts,
                                        gate=self.security.gate, metrics=self.metrics)
@@ -268,11 +270,18 @@ class Server:
 
     def _apply_detected_defaults(self, output: Output) -> None:
         """``--format auto``: once the format is known (again, after a
-        restart), the Sinks get the command's defaults for it."""
+        restart), the Sinks get the command's defaults for it, and HTTP
+        ``/stream`` its label (unless ``--content-type`` gave one)."""
         if not isinstance(self.framer, AutoFramer):
             return
         detected = self.framer.detected
-        if detected is None or detected == self._defaults_format:
+        if detected is None:
+            return
+        label = self.args.content_type or _CONTENT_TYPES[detected]
+        if label != self.content_type:
+            self.content_type = label
+            output.set_content_type(label)
+        if detected == self._defaults_format:
             return
         self._defaults_format = detected
         if self.video is not None:

@@ -57,8 +57,9 @@ logger = logging.getLogger("trio_msink.cli")
 _HEAD = struct.Struct("!BBdI")
 #: Message kinds: a buffer; the streamheader (each header as a 4-byte length
 #: and its bytes); the source's status for /stats (JSON); Sink properties to
-#: set, once the input format is known (JSON, enums as their int values).
-BUFFER, HEADERS, STATUS, PROPERTIES = 1, 2, 3, 4
+#: set, once the input format is known (JSON, enums as their int values); the
+#: label of HTTP ``/stream``, once the input format is known (a JSON string).
+BUFFER, HEADERS, STATUS, PROPERTIES, CONTENT_TYPE = 1, 2, 3, 4, 5
 _LENGTH = struct.Struct("!I")
 # Relayed messages are written to the workers in batches of up to this many
 # bytes (one chunk of input usually), one system call per worker per batch.
@@ -76,6 +77,9 @@ class Output(Protocol):
         """Push out what was batched from one chunk of input."""
         ...
     def set_properties(self, properties: dict[str, Any]) -> None: ...
+    def set_content_type(self, content_type: str) -> None:
+        """The label of HTTP ``/stream`` from now on (a detected format)."""
+        ...
 
 
 def encode_buffer(buffer: Buffer) -> list[bytes | memoryview]:
@@ -92,7 +96,7 @@ def encode_headers(buffers: list[Buffer]) -> bytes:
 
 
 def encode_json(kind: int, value: Any) -> bytes:
-    """A STATUS or PROPERTIES message."""
+    """A STATUS, PROPERTIES or CONTENT_TYPE message."""
     payload = json.dumps(value).encode()
     return _HEAD.pack(kind, 0, math.nan, len(payload)) + payload
 
@@ -100,7 +104,8 @@ def encode_json(kind: int, value: Any) -> bytes:
 @dataclass(frozen=True, slots=True)
 class WireMessage:
     """One decoded message: ``buffer`` for BUFFER, ``headers`` for
-    HEADERS, ``value`` (decoded JSON) for STATUS and PROPERTIES."""
+    HEADERS, ``value`` (decoded JSON) for STATUS, PROPERTIES and
+    CONTENT_TYPE."""
 
     kind: int
     buffer: Buffer | None = None
@@ -133,7 +138,7 @@ class WireDecoder:
                     delta_unit=bool(flags & 1), header=bool(flags & 2))))
             elif kind == HEADERS:
                 messages.append(WireMessage(kind, headers=_decode_headers(payload)))
-            elif kind in (STATUS, PROPERTIES):
+            elif kind in (STATUS, PROPERTIES, CONTENT_TYPE):
                 messages.append(WireMessage(kind, value=json.loads(payload)))
             else:
                 raise ValueError(f"unknown worker message kind {kind}")
@@ -211,6 +216,10 @@ class WorkerPool:
         """Sink properties for every worker, relayed ahead of the next buffer."""
         self._queue([encode_json(PROPERTIES, {k: _json_value(v)
                                               for k, v in properties.items()})])
+
+    def set_content_type(self, content_type: str) -> None:
+        """The workers' label of HTTP ``/stream``, relayed ahead of the next buffer."""
+        self._queue([encode_json(CONTENT_TYPE, content_type)])
 
     def set_source_status(self, status: dict[str, Any], now: float) -> None:
         """The source's status for the workers' /stats, at most once a second."""
@@ -331,6 +340,11 @@ class Relay:
             self.pool.set_properties(properties)
         apply_properties(self.sink, properties)
 
+    def set_content_type(self, content_type: str) -> None:
+        # The main process's HTTP front reads the Server's label itself.
+        if self.pool is not None:
+            self.pool.set_content_type(content_type)
+
     def set_source_status(self, status: dict[str, Any], now: float) -> None:
         if self.pool is not None:
             self.pool.set_source_status(status, now)
@@ -339,6 +353,7 @@ class Relay:
 # -- the worker process ------------------------------------------------------------------
 class _WorkerState:
     source: dict[str, Any] | None = None
+    content_type = ""  # set from the worker's config
 
 
 async def _receive_stream(stream: trio.SocketStream, sink: Sink, state: _WorkerState) -> None:
@@ -354,6 +369,8 @@ async def _receive_stream(stream: trio.SocketStream, sink: Sink, state: _WorkerS
                 sink.set_streamheader(message.headers)
             elif message.kind == STATUS:
                 state.source = message.value
+            elif message.kind == CONTENT_TYPE:
+                state.content_type = message.value
             else:
                 apply_properties(sink, message.value)
 
@@ -386,6 +403,7 @@ async def _worker(config: dict[str, Any]) -> None:
     control = socket.socket(fileno=config["control_fd"])
     control.setblocking(False)
     state = _WorkerState()
+    state.content_type = config["content_type"]
     security = Security.from_worker_config(config["security"])  # docs/security.md
     accept = security.accept_loop(config["header_timeout"])
     metrics = open_metrics(registry, lambda: state.source)
@@ -394,7 +412,7 @@ async def _worker(config: dict[str, Any]) -> None:
             metrics.sink = sink
         handlers = {front: partial(accept.serve_connection, handler=handler)
                     for front, handler in front_handlers(
-                        sink, registry, config["content_type"], config["header_timeout"],
+                        sink, registry, lambda: state.content_type, config["header_timeout"],
                         lambda: state.source, fronts=config.get("fronts"),
                         gate=security.gate, metrics=metrics).items()}
         async with trio.open_nursery() as clients:

@@ -113,7 +113,9 @@ class HttpFront:
     registered in ``registry`` (created if not given; share one between
     fronts to see every client on ``/stats``) under the front's ``name``.
 
-    ``content_type`` is sent with ``/stream``; ``stream_path``,
+    ``content_type`` is sent with ``/stream``: a string, or a callable
+    returning one, called for each response (for a label that follows the
+    stream, e.g. a format detected after start-up); ``stream_path``,
     ``stats_path``, ``time_path`` and ``page_path`` name the resources (the
     page's script and style sheet are beside ``page_path``). Timeouts are
     seconds; ``max_header_size`` is bytes (oversized heads get 431).
@@ -127,7 +129,9 @@ class HttpFront:
     docs/security.md): a refused request gets its 401, 403 or 503.
     ``metrics``, if given, is served at ``metrics_path`` (see
     docs/fronts.md).
-    Raises :exc:`ValueError` for a negative timeout or a non-positive size.
+    Raises :exc:`ValueError` for a negative timeout or a non-positive size,
+    :exc:`TypeError` for a ``content_type`` that is neither a string nor
+    callable.
     """
 
     def __init__(
@@ -136,7 +140,7 @@ class HttpFront:
         *,
         registry: ClientRegistry | None = None,
         name: str = "http",
-        content_type: str = "video/mp2t",
+        content_type: str | Callable[[], str] = "video/mp2t",
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         response_timeout: float = DEFAULT_RESPONSE_TIMEOUT,
         max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
@@ -155,6 +159,9 @@ class HttpFront:
             raise ValueError("timeouts must be >= 0 seconds")
         if max_header_size <= 0:
             raise ValueError("max_header_size must be > 0")
+        if not isinstance(content_type, str) and not callable(content_type):
+            raise TypeError("content_type must be a str or a callable returning one, "
+                            f"not {type(content_type).__name__}")
         self.sink = sink
         self.registry = registry if registry is not None else ClientRegistry()
         self.name = name
@@ -297,7 +304,8 @@ class HttpFront:
     # -- /stream -----------------------------------------------------------------
     def _stream_headers(self) -> list[tuple[str, str]]:
         return [
-            ("Content-Type", self.content_type),
+            ("Content-Type", (self.content_type if isinstance(self.content_type, str)
+                              else self.content_type())),
             ("Cache-Control", "no-cache, no-store"),
             ("Connection", "close"),
         ]
