@@ -241,6 +241,8 @@ class H264Framer(Framer):
             duration = ticks / (2 * rate)
             self._ticks += ticks
         self._slice_head = None
+        # Each framer ends a unit as the MPEG-TS one does (make the buffer,
+        # admit it, reset), with its own key rule and fields to reset.
         key = self._unit_idr and not self._unit_cut
         buffer = Buffer(bytes(self._unit), pts=pts, duration=duration, delta_unit=not key)
         if self._admit(buffer):
