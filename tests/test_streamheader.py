@@ -7,13 +7,9 @@ H1 = ``hd1`` and H2 = ``head2`` (8 bytes together).
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
-from types import FrameType
-
 import pytest
 import trio
-from conftest import RecordingStream, settle
+from conftest import RecordingStream, b, settle, stats
 
 from trio_msink import Buffer, ClientStats, ClientStatus, Sink
 
@@ -21,34 +17,7 @@ H1, H2 = b"hd1", b"head2"
 HEADERS = H1 + H2
 
 
-def b(n: int) -> bytes:
-    return f"b{n}".encode().ljust(10, b".")
-
-
-def stats(sink: Sink, stream: trio.abc.SendStream) -> ClientStats:
-    found = sink.get_stats(stream)
-    assert found is not None, "the client is not registered"
-    return found
-
-
-class Spinning(BaseException):
-    """A task spun without a checkpoint, so ``trio.fail_after`` could not fire."""
-
-
-@pytest.fixture(autouse=True)
-def _no_spin() -> Iterator[None]:
-    """Turn a task that spins without checkpoints into a failure, not a hung suite."""
-
-    def alarm(signum: int, frame: FrameType | None) -> None:
-        raise Spinning("no checkpoint for 15 s: a task is spinning")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, 15)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+pytestmark = pytest.mark.usefixtures("no_spin")
 
 
 async def worked_example(sink: Sink) -> tuple[RecordingStream, RecordingStream]:
