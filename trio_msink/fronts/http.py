@@ -52,7 +52,7 @@ from . import ClientRegistry, peer_address
 from ._access import Front, Gate, Refusal, Role, host_of
 from ._h11 import lingering_close, read_request
 from ._page import ASSETS, asset, fill_page
-from ._stats import StatsQuery, stats_document
+from ._stats_document import StatsQuery, stats_document
 
 if TYPE_CHECKING:
     from .browser import BrowserVideo
