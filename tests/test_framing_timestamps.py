@@ -14,7 +14,7 @@ import pytest
 from trio_msink import Buffer
 from trio_msink.framing import H264Framer, MpegTsFramer
 from trio_msink.framing._psi import PACKET_SIZE, parse_packet, parse_pes_header
-from trio_msink.framing._sps import sps_frame_rate
+from trio_msink.framing._sps import parse_sps
 
 WRAP = 2**33  # ticks of the 90 kHz MPEG-TS clock
 FRAMES = 40
@@ -166,6 +166,12 @@ def test_sps_rate_times_the_pictures(
     assert len(stamps) == FRAMES
     assert [b.pts for b in stamps] == pytest.approx([n / float(rate) for n in range(FRAMES)])
     assert stamps[0].duration == pytest.approx(1 / float(rate))
+
+
+def sps_frame_rate(nal: bytes) -> float | None:
+    """The frame rate an SPS NAL unit declares; None for no SPS or no rate."""
+    info = parse_sps(nal)
+    return None if info is None else info.rate
 
 
 def test_sps_without_timing_info_or_garbage_gives_no_rate() -> None:

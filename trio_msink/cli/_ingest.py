@@ -41,10 +41,6 @@ _HEADER_TIMEOUT = 10.0
 _MAX_HEADER_SIZE = 16 * 1024
 
 
-class _Refused(Exception):
-    pass
-
-
 class IngestSource:
     """Accept one publisher at a time on ``spec``; ``timeout``: seconds of
     silence after which a publisher is dropped (0: never)."""
@@ -74,7 +70,6 @@ class IngestSource:
         if not self.listeners:
             await self.listen()
         self._send = send
-        self.status.since = trio.current_time()
         log_change(f"source {self.status.spec}: {SourceState.WAITING.value}")
         async with send:
             handler = self._tcp if self.spec.scheme == "tcp" else self._http
