@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import trio
-from conftest import RecordingStream, b, settle, stats
+from conftest import RecordingStream, b, read_exactly, settle, socket_stream_pair, stats
 
 from trio_msink import Buffer, ClientStats, ClientStatus, Sink
 
@@ -67,39 +67,25 @@ async def test_header_buffers_equal_to_the_streamheader_are_never_queued() -> No
 
 async def test_a_new_socket_client_gets_the_headers_first() -> None:
     with trio.fail_after(5):
-        a_side, a_peer = _socket_pair()
-        c_side, c_peer = _socket_pair()
+        a_side, a_peer = socket_stream_pair()
+        c_side, c_peer = socket_stream_pair()
         async with Sink() as sink:
             sink.set_streamheader([H1, H2])
             sink.add(a_side)
             await sink.send(Buffer(H1, header=True))
             await sink.send(Buffer(H2, header=True))
             await sink.send(b(0))
-            assert await _read_exactly(a_peer, 18) == HEADERS + b(0)
+            assert await read_exactly(a_peer, 18) == HEADERS + b(0)
             sink.add(c_side)
             await sink.send(b(1))
-            assert await _read_exactly(a_peer, 10) == b(1)
-            assert await _read_exactly(c_peer, 18) == HEADERS + b(1)
+            assert await read_exactly(a_peer, 10) == b(1)
+            assert await read_exactly(c_peer, 18) == HEADERS + b(1)
             await settle()
             assert sink.bytes_served == 46
             assert stats(sink, a_side).bytes_sent == 28
             assert stats(sink, c_side).bytes_sent == 18
         for stream in (a_side, a_peer, c_side, c_peer):
             await stream.aclose()
-
-
-def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    left, right = trio.socket.socketpair()
-    return trio.SocketStream(left), trio.SocketStream(right)
-
-
-async def _read_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
-    got = bytearray()
-    while len(got) < size:
-        chunk = await stream.receive_some(size - len(got))
-        assert chunk, f"EOF after {len(got)} of {size} bytes"
-        got += chunk
-    return bytes(got)
 
 
 # -- changed headers -------------------------------------------------------------------
