@@ -10,6 +10,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+from _video import encode_video
 
 from trio_msink import Buffer
 from trio_msink.framing import H264Framer, MpegTsFramer
@@ -30,27 +31,18 @@ def encode(
     pix_fmt: str = "yuv420p",
     extra: str = "",
 ) -> bytes:
-    out = io.BytesIO()
-    container = av.open(out, "w", format=fmt)
-    video = container.add_stream("libx264", rate=rate)
-    video.width, video.height, video.pix_fmt = 64, 48, pix_fmt
-    video.time_base = 1 / rate
-    video.options = {
+    def picture(i: int) -> np.ndarray:
+        img = np.full((48, 64, 3), (i * 6) % 256, np.uint8)
+        img[:, i % 44 : i % 44 + 20] = 255
+        return img
+
+    options = {
         "x264-params": f"keyint=10:scenecut=0:bframes={bframes}{extra}",
         "preset": "veryfast",
         "profile": profile,
     }
-    for i in range(FRAMES + 1):
-        frame = None
-        if i < FRAMES:
-            img = np.full((48, 64, 3), (i * 6) % 256, np.uint8)
-            img[:, i % 44 : i % 44 + 20] = 255
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = start + i
-        for packet in video.encode(frame):
-            container.mux(packet)
-    container.close()
-    return out.getvalue()
+    return encode_video(fmt, frames=FRAMES, rate=rate, picture=picture, options=options,
+                        size=(64, 48), pix_fmt=pix_fmt, start=start)
 
 
 def frame(framer: MpegTsFramer | H264Framer, data: bytes) -> list[Buffer]:
