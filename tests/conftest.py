@@ -57,6 +57,7 @@ import trustme
 
 from trio_msink import Buffer, ClientStats, ClientStatus, Format, Sink
 from trio_msink._log import BufferLog
+from trio_msink.framing import Framer
 
 # -- hang guard ----------------------------------------------------------------
 
@@ -500,6 +501,25 @@ class Events:
         status = self.status(stream)
         assert status is not None
         return status
+
+
+# -- framers -------------------------------------------------------------------
+
+
+def feed_chunks(framer: Framer, data: bytes, sizes: Sequence[int],
+                bound: int = 0) -> list[Buffer]:
+    """Feed ``data`` to ``framer`` in pieces of ``sizes`` (cycled), then
+    flush; with ``bound``, check after each piece that the framer holds at
+    most ``bound`` bytes."""
+    out: list[Buffer] = []
+    pos = i = 0
+    while pos < len(data):
+        size = sizes[i % len(sizes)]
+        out += framer.feed(data[pos : pos + size])
+        pos, i = pos + size, i + 1
+        if bound:
+            assert framer.buffered <= bound
+    return out + framer.flush()
 
 
 # -- the pure core -------------------------------------------------------------

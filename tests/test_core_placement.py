@@ -1,5 +1,6 @@
 """place(), the core's placement of a new client for each sync method and
-burst (docs/semantics.rst, "Placement: where a new client starts")."""
+burst (docs/semantics.rst, "Placement: where a new client starts"; quirk
+numbers are those of docs/gstreamer.rst)."""
 
 from __future__ import annotations
 

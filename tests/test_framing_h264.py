@@ -7,6 +7,7 @@ import io
 import av
 import numpy as np
 import pytest
+from conftest import feed_chunks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -63,18 +64,6 @@ def frame_all(data: bytes, **opts: float) -> tuple[list[Buffer], H264Framer]:
 
 def signature(buffers: list[Buffer]) -> list[tuple[bytes, float | None, bool, bool]]:
     return [(b.tobytes(), b.pts, b.delta_unit, b.header) for b in buffers]
-
-
-def feed_chunks(framer: H264Framer, data: bytes, sizes: list[int], bound: int = 0) -> list[Buffer]:
-    out: list[Buffer] = []
-    pos = i = 0
-    while pos < len(data):
-        size = sizes[i % len(sizes)]
-        out += framer.feed(data[pos : pos + size])
-        pos, i = pos + size, i + 1
-        if bound:
-            assert framer.buffered <= bound
-    return out + framer.flush()
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -8,6 +8,7 @@ import itertools
 import av
 import numpy as np
 import pytest
+from conftest import feed_chunks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -154,21 +155,6 @@ def test_auto_detects_mpegts(ts_h264: tuple[bytes, int]) -> None:
 def test_chunking_does_not_change_the_output(ts_h264: tuple[bytes, int], sizes: list[int]) -> None:
     data = ts_h264[0]
     assert signature(feed_chunks(MpegTsFramer(), data, sizes)) == signature(frame_all(data)[0])
-
-
-def feed_chunks(
-    framer: MpegTsFramer, data: bytes, sizes: list[int], bound: int = 0
-) -> list[Buffer]:
-    out: list[Buffer] = []
-    pos = 0
-    for size in itertools.cycle(sizes):
-        if pos >= len(data):
-            break
-        out += framer.feed(data[pos : pos + size])
-        pos += size
-        if bound:
-            assert framer.buffered <= bound
-    return out + framer.flush()
 
 
 # -- hand-made packets --------------------------------------------------------

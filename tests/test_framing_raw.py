@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import feed_chunks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +13,6 @@ from trio_msink.framing import (
     DEFAULT_PROBE_SIZE,
     FORMATS,
     AutoFramer,
-    Framer,
     FramingError,
     H264Framer,
     MpegTsFramer,
@@ -20,16 +20,6 @@ from trio_msink.framing import (
     detect_format,
     open_framer,
 )
-
-
-def run(framer: Framer, data: bytes, sizes: list[int]) -> list[Buffer]:
-    out: list[Buffer] = []
-    pos = i = 0
-    while pos < len(data):
-        size = sizes[i % len(sizes)]
-        out += framer.feed(data[pos : pos + size])
-        pos, i = pos + size, i + 1
-    return out + framer.flush()
 
 
 def signature(buffers: list[Buffer]) -> list[tuple[bytes, float | None, bool, bool]]:
@@ -62,7 +52,7 @@ def test_raw_chunking_does_not_change_the_output(
     data: bytes, chunk_size: int, sizes: list[int]
 ) -> None:
     framer = RawFramer(chunk_size=chunk_size)
-    out = run(framer, data, sizes)
+    out = feed_chunks(framer, data, sizes)
     assert [b.tobytes() for b in out] == [
         data[i : i + chunk_size] for i in range(0, len(data), chunk_size)
     ]
@@ -109,7 +99,7 @@ def test_auto_chunking_does_not_change_the_output(data: bytes, sizes: list[int])
     whole = open_framer("auto", probe_size=400, max_unit_size=200)
     expected = signature(whole.feed(data) + whole.flush())
     framer = open_framer("auto", probe_size=400, max_unit_size=200)
-    assert signature(run(framer, data, sizes)) == expected
+    assert signature(feed_chunks(framer, data, sizes)) == expected
     assert isinstance(framer, AutoFramer) and isinstance(whole, AutoFramer)
     assert framer.detected == whole.detected
 

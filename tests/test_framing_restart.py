@@ -9,11 +9,11 @@ timestamps start over (docs/framing.md, "Restart").
 from __future__ import annotations
 
 import io
-from fractions import Fraction
 
 import av
 import numpy as np
 import pytest
+from _video import encode_video
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,29 +41,20 @@ def encode(
 ) -> bytes:
     """FRAMES frames at FPS, one IDR every GOP, muxed as ``fmt`` (mpegts or
     h264); ``start`` shifts the first timestamp by that many frames."""
-    out = io.BytesIO()
-    container = av.open(out, "w", format=fmt)
-    video = container.add_stream(codec, rate=FPS)
-    video.width, video.height = size
-    video.pix_fmt = "yuv420p"
     params = f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes={bframes}"
     if codec == "libx265":
-        video.options = {"x265-params": params + ":log-level=error", "preset": "ultrafast"}
+        options = {"x265-params": params + ":log-level=error", "preset": "ultrafast"}
     else:
-        video.options = {"x264-params": params, "preset": "veryfast"}
-    video.time_base = Fraction(1, FPS)
+        options = {"x264-params": params, "preset": "veryfast"}
     width, height = size
-    for i in range(FRAMES + 1):
-        frame = None
-        if i < FRAMES:
-            img = np.zeros((height, width, 3), np.uint8)
-            img[:, (i * 5) % (width - 20) : (i * 5) % (width - 20) + 20] = 255
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = start + i
-        for packet in video.encode(frame):
-            container.mux(packet)
-    container.close()
-    return out.getvalue()
+
+    def picture(i: int) -> np.ndarray:
+        img = np.zeros((height, width, 3), np.uint8)
+        img[:, (i * 5) % (width - 20) : (i * 5) % (width - 20) + 20] = 255
+        return img
+
+    return encode_video(fmt, frames=FRAMES, rate=FPS, picture=picture, options=options,
+                        codec=codec, size=size, start=start)
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,12 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+from _video import encode_video
 
 from trio_msink import Buffer
 from trio_msink.framing import H264Framer, MpegTsFramer
 from trio_msink.framing._psi import PACKET_SIZE, parse_packet, parse_pes_header
-from trio_msink.framing._sps import sps_frame_rate
+from trio_msink.framing._sps import parse_sps
 
 WRAP = 2**33  # ticks of the 90 kHz MPEG-TS clock
 FRAMES = 40
@@ -30,27 +31,18 @@ def encode(
     pix_fmt: str = "yuv420p",
     extra: str = "",
 ) -> bytes:
-    out = io.BytesIO()
-    container = av.open(out, "w", format=fmt)
-    video = container.add_stream("libx264", rate=rate)
-    video.width, video.height, video.pix_fmt = 64, 48, pix_fmt
-    video.time_base = 1 / rate
-    video.options = {
+    def picture(i: int) -> np.ndarray:
+        img = np.full((48, 64, 3), (i * 6) % 256, np.uint8)
+        img[:, i % 44 : i % 44 + 20] = 255
+        return img
+
+    options = {
         "x264-params": f"keyint=10:scenecut=0:bframes={bframes}{extra}",
         "preset": "veryfast",
         "profile": profile,
     }
-    for i in range(FRAMES + 1):
-        frame = None
-        if i < FRAMES:
-            img = np.full((48, 64, 3), (i * 6) % 256, np.uint8)
-            img[:, i % 44 : i % 44 + 20] = 255
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = start + i
-        for packet in video.encode(frame):
-            container.mux(packet)
-    container.close()
-    return out.getvalue()
+    return encode_video(fmt, frames=FRAMES, rate=rate, picture=picture, options=options,
+                        size=(64, 48), pix_fmt=pix_fmt, start=start)
 
 
 def frame(framer: MpegTsFramer | H264Framer, data: bytes) -> list[Buffer]:
@@ -166,6 +158,12 @@ def test_sps_rate_times_the_pictures(
     assert len(stamps) == FRAMES
     assert [b.pts for b in stamps] == pytest.approx([n / float(rate) for n in range(FRAMES)])
     assert stamps[0].duration == pytest.approx(1 / float(rate))
+
+
+def sps_frame_rate(nal: bytes) -> float | None:
+    """The frame rate an SPS NAL unit declares; None for no SPS or no rate."""
+    info = parse_sps(nal)
+    return None if info is None else info.rate
 
 
 def test_sps_without_timing_info_or_garbage_gives_no_rate() -> None:

@@ -22,7 +22,7 @@ from trio_websocket import open_websocket_url
 from trio_msink import Buffer, Sink
 from trio_msink.framing import MpegTsFramer
 from trio_msink.fronts import ClientRegistry, HttpFront, WebSocketFront
-from trio_msink.fronts._stats import LAG_BUCKETS, StatsQuery, stats_document, summarize
+from trio_msink.fronts._stats_document import LAG_BUCKETS, StatsQuery, stats_document, summarize
 from trio_msink.fronts.browser import KIND_CONFIG, KIND_UNIT, MAGIC, BrowserVideo
 
 HEADER = struct.Struct(">4sBBBxqd")

@@ -1,5 +1,6 @@
 """The layers of docs/architecture.md: the core imports no trio and nothing
-of the shell; arrows point down only."""
+of the shell, the fronts never import the command, framing imports neither
+trio nor the layers above the core; arrows point down only."""
 
 from __future__ import annotations
 
@@ -16,8 +17,13 @@ SHELL = ["_client", "_clock", "_direct", "_fanout", "_framed", "_readers", "_sin
          "_tasks"]
 
 
+FRONTS = sorted(p.stem for p in (PACKAGE / "fronts").glob("*.py"))
+FRAMING = sorted(p.stem for p in (PACKAGE / "framing").glob("*.py"))
+
+
 def runtime_imports(module: str) -> set[str]:
-    """Modules imported when ``module`` runs (not those under TYPE_CHECKING)."""
+    """Modules imported when ``module`` (a path below the package, without
+    ``.py``) runs, not those under TYPE_CHECKING."""
     tree = ast.parse((PACKAGE / f"{module}.py").read_text())
     found: set[str] = set()
 
@@ -55,3 +61,35 @@ def test_the_core_imports_no_trio_and_nothing_of_the_shell(module: str) -> None:
 def test_the_shell_uses_neither_fronts_nor_the_command(module: str) -> None:
     imports = runtime_imports(module)
     assert not {name for name in imports if name.lstrip(".").split(".")[0] in ("fronts", "cli")}
+
+
+def _top(name: str, package: str) -> str:
+    """The first part of an imported name, as seen from a subpackage:
+    ``..cli._main`` -> ``cli``, ``._base`` -> ``framing``, ``trio.abc`` -> ``trio``."""
+    if name.startswith(".."):
+        return name[2:].split(".")[0] or "trio_msink"
+    if name.startswith("."):
+        return package
+    return name.split(".")[0]
+
+
+@pytest.mark.parametrize("module", FRONTS)
+def test_the_fronts_never_import_the_command(module: str) -> None:
+    imports = runtime_imports(f"fronts/{module}")
+    assert "cli" not in {_top(name, "fronts") for name in imports}
+
+
+@pytest.mark.parametrize("module", FRAMING)
+def test_framing_imports_neither_trio_nor_fronts_nor_the_command(module: str) -> None:
+    imports = runtime_imports(f"framing/{module}")
+    tops = {_top(name, "framing") for name in imports}
+    assert not tops & {"trio", "anyio", "fronts", "cli"}
+    # Beside the core, framing may use only the Buffer it makes.
+    assert {name for name in imports if name.startswith("..")} <= {".._buffer"}
+
+
+def test_every_module_is_placed_in_docs_architecture() -> None:
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    missing = [str(path.relative_to(PACKAGE)) for path in sorted(PACKAGE.rglob("*.py"))
+               if path.stem not in ("__init__", "__main__") and path.stem not in text]
+    assert not missing, f"docs/architecture.md does not place {missing}"

@@ -28,7 +28,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from pathlib import Path
 import _server
 import pytest
 import trio
+from _relaying import decode
 from _server import Running, need_tool, run_server
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "deploy" / "haproxy.cfg"
@@ -205,19 +205,6 @@ class Viewer:
                     if t > when:
                         return t
             await self.arrived.wait()
-
-
-def decode(ffmpeg: str, data: bytes) -> tuple[int, str]:
-    """Decode ``data`` (MPEG-TS) with ffmpeg: (frames decoded, error output)."""
-    with tempfile.NamedTemporaryFile(suffix=".ts") as f:
-        f.write(data)
-        f.flush()
-        result = subprocess.run(
-            [ffmpeg, "-hide_banner", "-v", "error", "-i", f.name, "-map", "0:v",
-             "-f", "framecrc", "-"],
-            capture_output=True, text=True, timeout=60, check=False)
-    frames = sum(1 for line in result.stdout.splitlines() if line and not line.startswith("#"))
-    return frames, result.stderr.strip() + ("" if result.returncode == 0 else " (failed)")
 
 
 async def haproxy_status(socket_path: str) -> dict[str, str]:

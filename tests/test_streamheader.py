@@ -7,13 +7,9 @@ H1 = ``hd1`` and H2 = ``head2`` (8 bytes together).
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
-from types import FrameType
-
 import pytest
 import trio
-from conftest import RecordingStream, settle
+from conftest import RecordingStream, b, read_exactly, settle, socket_stream_pair, stats
 
 from trio_msink import Buffer, ClientStats, ClientStatus, Sink
 
@@ -21,34 +17,7 @@ H1, H2 = b"hd1", b"head2"
 HEADERS = H1 + H2
 
 
-def b(n: int) -> bytes:
-    return f"b{n}".encode().ljust(10, b".")
-
-
-def stats(sink: Sink, stream: trio.abc.SendStream) -> ClientStats:
-    found = sink.get_stats(stream)
-    assert found is not None, "the client is not registered"
-    return found
-
-
-class Spinning(BaseException):
-    """A task spun without a checkpoint, so ``trio.fail_after`` could not fire."""
-
-
-@pytest.fixture(autouse=True)
-def _no_spin() -> Iterator[None]:
-    """Turn a task that spins without checkpoints into a failure, not a hung suite."""
-
-    def alarm(signum: int, frame: FrameType | None) -> None:
-        raise Spinning("no checkpoint for 15 s: a task is spinning")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, 15)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+pytestmark = pytest.mark.usefixtures("no_spin")
 
 
 async def worked_example(sink: Sink) -> tuple[RecordingStream, RecordingStream]:
@@ -98,39 +67,25 @@ async def test_header_buffers_equal_to_the_streamheader_are_never_queued() -> No
 
 async def test_a_new_socket_client_gets_the_headers_first() -> None:
     with trio.fail_after(5):
-        a_side, a_peer = _socket_pair()
-        c_side, c_peer = _socket_pair()
+        a_side, a_peer = socket_stream_pair()
+        c_side, c_peer = socket_stream_pair()
         async with Sink() as sink:
             sink.set_streamheader([H1, H2])
             sink.add(a_side)
             await sink.send(Buffer(H1, header=True))
             await sink.send(Buffer(H2, header=True))
             await sink.send(b(0))
-            assert await _read_exactly(a_peer, 18) == HEADERS + b(0)
+            assert await read_exactly(a_peer, 18) == HEADERS + b(0)
             sink.add(c_side)
             await sink.send(b(1))
-            assert await _read_exactly(a_peer, 10) == b(1)
-            assert await _read_exactly(c_peer, 18) == HEADERS + b(1)
+            assert await read_exactly(a_peer, 10) == b(1)
+            assert await read_exactly(c_peer, 18) == HEADERS + b(1)
             await settle()
             assert sink.bytes_served == 46
             assert stats(sink, a_side).bytes_sent == 28
             assert stats(sink, c_side).bytes_sent == 18
         for stream in (a_side, a_peer, c_side, c_peer):
             await stream.aclose()
-
-
-def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    left, right = trio.socket.socketpair()
-    return trio.SocketStream(left), trio.SocketStream(right)
-
-
-async def _read_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
-    got = bytearray()
-    while len(got) < size:
-        chunk = await stream.receive_some(size - len(got))
-        assert chunk, f"EOF after {len(got)} of {size} bytes"
-        got += chunk
-    return bytes(got)
 
 
 # -- changed headers -------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import itertools
-from fractions import Fraction
 
 import av
 import numpy as np
@@ -20,6 +19,7 @@ import pytest
 import trio
 import trio.testing
 from _server import need_tool, run_server
+from _video import encode_video
 from conftest import RecordingStream, settle
 
 from trio_msink import Buffer, Sink
@@ -313,22 +313,12 @@ async def test_framer_restart_and_timeline_across_a_reconnect(
 
 def _encode_ts(*, start: int) -> bytes:
     """2 s of 160x120 H.264 at FPS in MPEG-TS, timestamps from frame ``start``."""
-    out = io.BytesIO()
-    container = av.open(out, "w", format="mpegts")
-    video = container.add_stream("libx264", rate=FPS)
-    video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
-    video.time_base = Fraction(1, FPS)
-    video.options = {"x264-params": f"keyint={FPS}:scenecut=0:bframes=2", "preset": "veryfast"}
-    for i in range(2 * FPS + 1):
-        frame = None
-        if i < 2 * FPS:
-            img = np.full((120, 160, 3), (i * 5) % 256, np.uint8)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = start + i
-        for packet in video.encode(frame):
-            container.mux(packet)
-    container.close()
-    return out.getvalue()
+    def picture(i: int) -> np.ndarray:
+        return np.full((120, 160, 3), (i * 5) % 256, np.uint8)
+
+    options = {"x264-params": f"keyint={FPS}:scenecut=0:bframes=2", "preset": "veryfast"}
+    return encode_video("mpegts", frames=2 * FPS, rate=FPS, picture=picture, options=options,
+                        size=(160, 120), start=start)
 
 
 def _decode_ts(data: bytes) -> list[bool]:

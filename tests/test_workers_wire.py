@@ -1,4 +1,4 @@
-"""The wire format from the main process to ``--workers`` processes:
+"""The wire format from the main process to ``--workers`` processes (cli/_wire.py):
 every message kind survives encoding and any cutting of the byte stream."""
 
 from __future__ import annotations
@@ -10,18 +10,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_msink import Buffer, SyncMethod
-from trio_msink.cli._workers import (
+from trio_msink.cli._wire import (
     BUFFER,
     CONTENT_TYPE,
     HEADERS,
     PROPERTIES,
     STATUS,
     WireDecoder,
-    _json_value,
     encode_buffer,
     encode_headers,
     encode_json,
 )
+from trio_msink.cli._workers import _json_value
 
 
 def _stream() -> tuple[bytes, list[tuple[int, object]]]:

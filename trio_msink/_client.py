@@ -58,10 +58,6 @@ class Flag:
         self._is_set = False
         self._waiters: list[trio.lowlevel.Task] | None = None
 
-    def is_set(self) -> bool:
-        """Whether :meth:`set` was called."""
-        return self._is_set
-
     def set(self) -> None:
         """Set the flag and wake every task waiting for it."""
         if self._is_set:

@@ -89,7 +89,7 @@ class DirectWriter:
             trio.lowlevel.reschedule(task)
 
     # -- batching ------------------------------------------------------------
-    def queued(self) -> None:
+    def on_buffer_queued(self) -> None:
         """A buffer was queued: write the batch now if it is full, else let
         :meth:`run` write it once the producer pauses."""
         if not self._parked:

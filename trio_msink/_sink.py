@@ -400,7 +400,7 @@ class Sink(SinkProperties):
             if client is not None:
                 self._remove_client(client, ClientStatus.SLOW)
         if result.queued:
-            self._direct.queued()
+            self._direct.on_buffer_queued()
 
     def _remove_client(self, client: Client, status: ClientStatus) -> None:
         if client.removed:

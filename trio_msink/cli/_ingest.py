@@ -27,6 +27,7 @@ import h11
 import trio
 
 from ..fronts import peer_address
+from ..fronts._h11 import lingering_close, read_request
 from ._source_state import SourceState, SourceStatus
 from ._sources import READ_SIZE, Item, NetSpec, Upstream, describe_error, listen_error, log_change
 
@@ -38,10 +39,6 @@ logger = logging.getLogger("trio_msink.cli")
 # DEFAULT_HEADER_TIMEOUT: an encoder sends one small head at once).
 _HEADER_TIMEOUT = 10.0
 _MAX_HEADER_SIZE = 16 * 1024
-
-
-class _Refused(Exception):
-    pass
 
 
 class IngestSource:
@@ -73,7 +70,6 @@ class IngestSource:
         if not self.listeners:
             await self.listen()
         self._send = send
-        self.status.since = trio.current_time()
         log_change(f"source {self.status.spec}: {SourceState.WAITING.value}")
         async with send:
             handler = self._tcp if self.spec.scheme == "tcp" else self._http
@@ -137,7 +133,7 @@ class IngestSource:
         async with stream:
             try:
                 with trio.fail_after(_HEADER_TIMEOUT):
-                    request = await _next_request(conn, stream)
+                    request = await read_request(conn, stream, READ_SIZE)
                 if request is None:
                     return
                 path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
@@ -205,19 +201,6 @@ def _close_delimited(request: h11.Request) -> bool:
     return b"content-length" not in names and b"transfer-encoding" not in names
 
 
-async def _next_request(conn: h11.Connection, stream: trio.SocketStream) -> h11.Request | None:
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(bytes(await stream.receive_some(READ_SIZE)))
-        elif isinstance(event, h11.Request):
-            return event
-        elif isinstance(event, h11.ConnectionClosed):
-            return None
-        else:
-            raise h11.RemoteProtocolError(f"unexpected {event!r}", error_status_hint=400)
-
-
 async def _answer(conn: h11.Connection, stream: trio.SocketStream, status: int, text: str,
                   extra: list[tuple[str, str]] | None = None) -> None:
     body = f"{status} {text}\n".encode()
@@ -232,12 +215,7 @@ async def _answer(conn: h11.Connection, stream: trio.SocketStream, status: int, 
 
 
 async def _drain(stream: trio.SocketStream) -> None:
-    """After refusing a publisher that may already be sending: half-close and
-    read a little, so the refusal is not destroyed by a reset (a lingering
-    close, bounded to 1 s and 1 MiB)."""
-    with trio.move_on_after(1.0):
-        with contextlib.suppress(OSError, trio.BrokenResourceError):
-            await stream.send_eof()
-            left = 1 << 20
-            while left > 0 and (data := await stream.receive_some(READ_SIZE)):
-                left -= len(data)
+    """After refusing a publisher that may already be sending: a lingering
+    close bounded to 1 s and 1 MiB, whatever the stream raises meanwhile."""
+    with contextlib.suppress(OSError, trio.BrokenResourceError):
+        await lingering_close(stream, seconds=1.0, max_bytes=1 << 20, receive_size=READ_SIZE)

@@ -101,8 +101,6 @@ class SourceStatus:
 
     spec: str
     state: SourceState = SourceState.CONNECTING
-    #: When the current state began.
-    since: float = 0.0
     #: When the source last became live (``None``: not live now).
     live_since: float | None = None
     bytes_in: int = 0
@@ -111,11 +109,10 @@ class SourceStatus:
     last_error: str | None = None
     _samples: deque[tuple[float, int]] = field(default_factory=deque)
 
-    def _change(self, state: SourceState, now: float) -> bool:
+    def _change(self, state: SourceState) -> bool:
         if state is self.state:
             return False
         self.state = state
-        self.since = now
         return True
 
     def connecting(self, spec: str, now: float) -> str | None:
@@ -124,14 +121,14 @@ class SourceStatus:
         self.spec = spec
         retry = self.state in (SourceState.RECONNECTING, SourceState.LIVE)
         state = SourceState.RECONNECTING if retry else SourceState.CONNECTING
-        if self._change(state, now):
+        if self._change(state):
             return f"source {spec}: {state.value}"
         return None
 
     def waiting(self, spec: str, now: float) -> str | None:
         """A push source listens at ``spec`` with no publisher."""
         self.spec = spec
-        if self._change(SourceState.WAITING, now):
+        if self._change(SourceState.WAITING):
             return f"source {spec}: {SourceState.WAITING.value}"
         return None
 
@@ -140,7 +137,7 @@ class SourceStatus:
         changed = spec != self.spec
         self.spec = spec
         self.live_since = now
-        if self._change(SourceState.LIVE, now) or changed:
+        if self._change(SourceState.LIVE) or changed:
             return f"source {spec}: live" + (f" ({detail})" if detail else "")
         return None
 
@@ -158,7 +155,7 @@ class SourceStatus:
             state = SourceState.CONNECTING
         else:
             state = SourceState.RECONNECTING
-        changed = self._change(state, now)
+        changed = self._change(state)
         if was_live or changed:
             return f"source {self.spec}: {state.value} ({error})"
         return None
@@ -166,7 +163,7 @@ class SourceStatus:
     def ended(self, now: float) -> str | None:
         """The real end of a finite source."""
         self.live_since = None
-        if self._change(SourceState.ENDED, now):
+        if self._change(SourceState.ENDED):
             return f"source {self.spec}: ended"
         return None
 

@@ -15,7 +15,7 @@ import dataclasses
 import enum
 import math
 
-from .._buffer import Buffer
+from .. import Buffer
 
 __all__ = ["MAX_GAP", "MAX_REORDER", "Timeline"]
 

@@ -111,6 +111,7 @@ class Framer(ABC):
         """True from :meth:`restart` until the first buffer of the new stream."""
         return self._gate is not None
 
+    # -- read-only properties (alike in shape, as all such are) ---------------
     @property
     def streamheader(self) -> list[Buffer]:
         """The current header buffers (``header=True``); empty if none yet."""

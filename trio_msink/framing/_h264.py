@@ -71,7 +71,6 @@ class H264Framer(Framer):
         self._pending = bytearray()  # unread bytes, from the current NAL's tail
         self._search = 0  # where to look for the next start code in _pending
         self._in_nal = False  # a NAL has started: pending bytes belong to the unit
-        self._nal_type = 0
         self._parameter_set: bytearray | None = None  # SPS/PPS being collected
         self._sps: dict[int, bytes] = {}
         self._pps: dict[int, bytes] = {}
@@ -181,7 +180,6 @@ class H264Framer(Framer):
         if opens:
             self._emit(out)
         self._in_nal = True
-        self._nal_type = nal_type
         if vcl and not self._unit_has_picture:
             sps = self._sps_info
             # Only a stream that may code fields needs the slice header.
@@ -241,6 +239,8 @@ class H264Framer(Framer):
             duration = ticks / (2 * rate)
             self._ticks += ticks
         self._slice_head = None
+        # Each framer ends a unit as the MPEG-TS one does (make the buffer,
+        # admit it, reset), with its own key rule and fields to reset.
         key = self._unit_idr and not self._unit_cut
         buffer = Buffer(bytes(self._unit), pts=pts, duration=duration, delta_unit=not key)
         if self._admit(buffer):

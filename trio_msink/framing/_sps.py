@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["SpsInfo", "field_picture", "parse_sps", "sps_frame_rate"]
+__all__ = ["SpsInfo", "field_picture", "parse_sps"]
 
 # profile_idc values whose SPS carries chroma format, bit depths and scaling
 # matrices (H.264 7.3.2.1.1).
@@ -78,7 +78,11 @@ def _skip_scaling_list(bits: _Bits, size: int) -> None:
 class SpsInfo(NamedTuple):
     """The fields of an SPS the framer uses."""
 
-    #: Frames per second from the VUI timing info, or None.
+    #: Frames per second from the VUI timing info: ``time_scale / (2 *
+    #: num_units_in_tick)``, two ticks a frame (H.264 E.2.1, as ffmpeg and
+    #: x264 read it; a field coded as its own access unit lasts one tick, see
+    #: :func:`field_picture`); None when there is none or it is outside
+    #: 0.1-1000.
     rate: float | None
     #: frame_mbs_only_flag: False when pictures may be coded as fields.
     frame_mbs_only: bool
@@ -99,20 +103,6 @@ class SpsInfo(NamedTuple):
         """The RFC 6381 codec string ``avc1.PPCCLL`` (hex), as WebCodecs and
         Media Source Extensions take it."""
         return f"avc1.{self.profile_idc:02X}{self.constraint_flags:02X}{self.level_idc:02X}"
-
-
-def sps_frame_rate(nal: bytes) -> float | None:
-    """Frames per second declared by the SPS NAL unit ``nal`` (its header
-    byte first, no start code): ``time_scale / (2 * num_units_in_tick)``
-    from the VUI timing info, or None when it has none, is malformed, or
-    the rate is outside 0.1-1000.
-
-    The formula counts two ticks a frame (H.264 E.2.1, as ffmpeg and x264
-    read it); a field coded as its own access unit lasts one tick (see
-    :func:`field_picture`).
-    """
-    info = parse_sps(nal)
-    return info.rate if info is not None else None
 
 
 def parse_sps(nal: bytes) -> SpsInfo | None:

@@ -84,6 +84,9 @@ class Admission:
         self.connections -= 1
         _decrement(self._connections, host or "")
 
+    # Viewers are counted as connections are, but against the limits
+    # without the reserve (kept for refused connections to be answered):
+    # alike in shape, two different limits.
     def add_viewer(self, host: str | None) -> bool:
         """Count a new viewer from ``host``; ``False`` (nothing counted) if
         it is over the viewer limits."""

@@ -50,8 +50,9 @@ import trio
 from .. import ClientStatus, Sink
 from . import ClientRegistry, peer_address
 from ._access import Front, Gate, Refusal, Role, host_of
+from ._h11 import lingering_close, read_request
 from ._page import ASSETS, asset, fill_page
-from ._stats import StatsQuery, stats_document
+from ._stats_document import StatsQuery, stats_document
 
 if TYPE_CHECKING:
     from .browser import BrowserVideo
@@ -88,11 +89,6 @@ DEFAULT_MAX_HEADER_SIZE = 16 * 1024
 # shared: it is what scripts read right after a change.
 _STATS_SHARED_SECONDS = 0.5
 _STATS_SHARED_ENTRIES = 32
-# Bytes asked for per read while parsing a request head.
-_RECEIVE_SIZE = 4096
-# Lingering close after an error response (see _lingering_close).
-_LINGER_SECONDS = 2.0
-_LINGER_BYTES = 1024 * 1024
 
 
 def _reason(status: int) -> bytes:
@@ -211,7 +207,7 @@ class HttpFront:
         request: h11.Request | None = None
         with trio.move_on_after(self.header_timeout) as scope:
             try:
-                request = await _read_request(conn, stream)
+                request = await read_request(conn, stream)
             except h11.RemoteProtocolError as exc:
                 await self._send_error(conn, stream, exc.error_status_hint, str(exc))
                 return None
@@ -362,40 +358,7 @@ class HttpFront:
         body = f"{status} {message}\n".encode("utf-8", "replace")
         await self._send_simple(conn, stream, status, body, "text/plain; charset=utf-8", extra,
                                 head=head)
-        await _lingering_close(stream)
-
-
-async def _lingering_close(stream: trio.abc.Stream) -> None:
-    """Half-close, then read and discard what the peer still sends, briefly.
-
-    After an error response the peer may still be sending (a request body, an
-    oversized head); closing with unread data makes the kernel send a reset,
-    which can destroy the response before the peer reads it. Apache calls
-    this a lingering close (2 s per read, 30 s at most); ours is bounded
-    by ``_LINGER_SECONDS`` and ``_LINGER_BYTES`` in total.
-    """
-    if not isinstance(stream, trio.abc.HalfCloseableStream):
-        return
-    with trio.move_on_after(_LINGER_SECONDS):
-        await stream.send_eof()
-        left = _LINGER_BYTES
-        while left > 0 and (data := await stream.receive_some(_RECEIVE_SIZE)):
-            left -= len(data)
-
-
-async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> h11.Request | None:
-    """Feed ``conn`` until it yields a request head; ``None`` if the peer
-    closed first. Raises :exc:`h11.RemoteProtocolError` for a bad request."""
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(bytes(await stream.receive_some(_RECEIVE_SIZE)))
-        elif isinstance(event, h11.Request):
-            return event
-        elif isinstance(event, h11.ConnectionClosed):
-            return None
-        else:  # nothing else can come before a request head
-            raise h11.RemoteProtocolError(f"unexpected {event!r}", error_status_hint=400)
+        await lingering_close(stream)
 
 
 def _accept(request: h11.Request) -> str:

@@ -68,7 +68,10 @@ MAIN_SINK = "stream"
 
 
 @dataclass(slots=True)
-class _Client:
+class _TrackedClient:
+    """What the metrics keep about one client between scrapes (not the
+    sink's own client record)."""
+
     front: str
     #: The name of the Sink that serves it.
     sink: str
@@ -110,7 +113,7 @@ class SinkMetrics(Collector):
         self.registry = registry if registry is not None else ClientRegistry()
         self.source_status = source_status
         self.source_states = tuple(source_states)
-        self._clients: dict[trio.abc.SendStream, _Client] = {}
+        self._clients: dict[trio.abc.SendStream, _TrackedClient] = {}
         self._added: dict[str, int] = dict.fromkeys(fronts, 0)
         self._removed: dict[tuple[str, ClientStatus], int] = {}
         self._dropped = 0
@@ -162,7 +165,7 @@ class SinkMetrics(Collector):
         """Count a new client of the Sink named ``sink`` (call it from
         ``on_client_added``)."""
         front = self._front(stream)
-        self._clients[stream] = _Client(front, sink)
+        self._clients[stream] = _TrackedClient(front, sink)
         self._added[front] = self._added.get(front, 0) + 1
 
     def client_removed(self, stream: trio.abc.SendStream, status: ClientStatus, *,
@@ -170,7 +173,7 @@ class SinkMetrics(Collector):
         """Count a removal by status (call it from ``on_client_removed``)."""
         if status is ClientStatus.DUPLICATE:
             # a refused second add: the first registration is still served
-            client: _Client | None = self._clients.get(stream)
+            client: _TrackedClient | None = self._clients.get(stream)
             front = client.front if client is not None else self._front(stream)
         else:
             client = self._clients.pop(stream, None)
@@ -186,7 +189,7 @@ class SinkMetrics(Collector):
         info = self.registry.get(stream)
         return info.front if info is not None else _UNREGISTERED
 
-    def _observe_dropped(self, client: _Client, dropped: int) -> None:
+    def _observe_dropped(self, client: _TrackedClient, dropped: int) -> None:
         if dropped > client.dropped_seen:
             self._dropped += dropped - client.dropped_seen
             self._resyncs += 1

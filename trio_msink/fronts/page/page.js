@@ -2,6 +2,7 @@
 // charts and viewers. Plain JavaScript, no framework, no build step; see
 // docs/fronts.md ("The live page" and "The browser viewer").
 
+// Named constants, one a line: the same shape by design.
 const STATS_PATH = document.body.dataset.stats;
 const TIME_PATH = document.body.dataset.time;
 const STATS_PERIOD_MS = 1000;
