@@ -141,19 +141,31 @@ class WebSocketStream(WebSocketSendStream, trio.abc.Stream):
 
     def __init__(self, connection: WebSocketConnection) -> None:
         super().__init__(connection)
-        self._pending = b""
+        self._messages = _MessageBytes()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """The next bytes of the peer's messages; ``b""`` at end of stream."""
         return await self._receive_guarded(max_bytes, self._receive)
 
     async def _receive(self, max_bytes: int | None) -> bytes:
+        return await self._messages.receive(self.connection, max_bytes)
+
+
+class _MessageBytes:
+    """The peer's messages as a byte stream (what ``receive_some`` of both
+    WebSocket streams returns): the rest of the current message first, then
+    the next one; an empty message is skipped, not taken for end of stream."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    async def receive(self, connection: WebSocketConnection, max_bytes: int | None) -> bytes:
+        """Up to ``max_bytes`` (all pending if None); ``b""`` once the connection is closed."""
         while not self._pending:
             try:
-                message = await self.connection.get_message()
+                message = await connection.get_message()
             except ConnectionClosed:
                 return b""
-            # An empty message is not end of stream: skip it.
             self._pending = message.encode() if isinstance(message, str) else message
         if max_bytes is None or max_bytes >= len(self._pending):
             data, self._pending = self._pending, b""
@@ -178,7 +190,7 @@ class WebSocketFramedStream(FramedSocketStream, trio.abc.ReceiveStream):
         #: The trio-websocket connection, once the opening handshake is done.
         self.connection: WebSocketConnection | None = None
         self._receiving = False
-        self._pending_bytes = b""
+        self._messages = _MessageBytes()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """The next bytes of the peer's messages; ``b""`` at end of stream."""
@@ -192,17 +204,7 @@ class WebSocketFramedStream(FramedSocketStream, trio.abc.ReceiveStream):
             raise trio.ClosedResourceError("the WebSocket handshake is not done")
         self._receiving = True
         try:
-            while not self._pending_bytes:
-                try:
-                    message = await self.connection.get_message()
-                except ConnectionClosed:
-                    return b""
-                self._pending_bytes = message.encode() if isinstance(message, str) else message
-            data = self._pending_bytes
-            if max_bytes is not None:
-                data = data[:max_bytes]
-            self._pending_bytes = self._pending_bytes[len(data):]
-            return data
+            return await self._messages.receive(self.connection, max_bytes)
         finally:
             self._receiving = False
 
