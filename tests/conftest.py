@@ -376,6 +376,10 @@ class TLS:
     server: ssl.SSLContext
     client: ssl.SSLContext
 
+    def server_stream(self, stream: trio.SocketStream) -> trio.SSLStream[trio.SocketStream]:
+        """``stream`` as the server side of a TLS connection (localhost's certificate)."""
+        return trio.SSLStream(stream, self.server, server_side=True)
+
 
 @pytest.fixture(scope="session")
 def tls() -> TLS:

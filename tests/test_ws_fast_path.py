@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio.testing
 from _ws_client import RawClient
-from conftest import TLS, Events
+from conftest import TLS, Events, serving
 from trio_websocket import ConnectionClosed, open_websocket_url
 from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, Pong
 
@@ -324,19 +324,14 @@ async def test_tls_connections_take_the_message_path(tls: TLS) -> None:
             front = WebSocketFront(sink)
 
             async def handler(stream: trio.SocketStream) -> None:
-                await front.serve_stream(trio.SSLStream(stream, tls.server, server_side=True))
+                await front.serve_stream(tls.server_stream(stream))
 
-            async with trio.open_nursery() as nursery:
-                listeners = await nursery.start(
-                    partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
-                port = listeners[0].socket.getsockname()[1]
-                async with open_websocket_url(f"wss://localhost:{port}/",
-                                              ssl_context=tls.client) as ws:
-                    await events.wait_added(1)
-                    assert isinstance(events.added[0], WebSocketStream)
-                    await sink.send(Buffer([b"one ", b"message"]))
-                    assert await ws.get_message() == b"one message"
-                nursery.cancel_scope.cancel()
+            async with serving(handler) as port, open_websocket_url(
+                    f"wss://localhost:{port}/", ssl_context=tls.client) as ws:
+                await events.wait_added(1)
+                assert isinstance(events.added[0], WebSocketStream)
+                await sink.send(Buffer([b"one ", b"message"]))
+                assert await ws.get_message() == b"one message"
 
 
 async def test_a_route_to_another_front_takes_the_fast_path_too() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import partial
 
 import trio
-from conftest import TLS
+from conftest import TLS, serving
 from trio_websocket import open_websocket_url
 
 from trio_msink import Sink
@@ -35,7 +35,7 @@ async def _half_handshake_then_close(tls: TLS | None) -> None:
             def wrap(stream: trio.SocketStream) -> trio.abc.Stream:
                 if tls is None:
                     return stream
-                return trio.SSLStream(stream, tls.server, server_side=True)
+                return tls.server_stream(stream)
 
             async with trio.open_nursery() as nursery:
                 listeners = await nursery.start(partial(
@@ -67,19 +67,14 @@ async def test_a_tls_client_is_registered_with_its_real_address(tls: TLS) -> Non
             front = WebSocketFront(sink)
 
             async def handler(stream: trio.SocketStream) -> None:
-                await front.serve_stream(trio.SSLStream(stream, tls.server, server_side=True))
+                await front.serve_stream(tls.server_stream(stream))
 
-            async with trio.open_nursery() as nursery:
-                listeners = await nursery.start(
-                    partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
-                port = listeners[0].socket.getsockname()[1]
-                async with open_websocket_url(f"wss://localhost:{port}/",
-                                              ssl_context=tls.client) as ws:
-                    await added.wait()
-                    await sink.send(b"hello")
-                    assert await ws.get_message() == b"hello"
-                    [(_, info)] = front.registry.items()
-                    assert info.front == "websocket"
-                    assert info.address is not None
-                    assert info.address.rsplit(":", 1)[0] == "127.0.0.1", info.address
-                nursery.cancel_scope.cancel()
+            async with serving(handler) as port, open_websocket_url(
+                    f"wss://localhost:{port}/", ssl_context=tls.client) as ws:
+                await added.wait()
+                await sink.send(b"hello")
+                assert await ws.get_message() == b"hello"
+                [(_, info)] = front.registry.items()
+                assert info.front == "websocket"
+                assert info.address is not None
+                assert info.address.rsplit(":", 1)[0] == "127.0.0.1", info.address
