@@ -54,6 +54,15 @@ class Collector:
         while not check(self.items):
             await self.changed.wait()
 
+    async def run_until_upstreams(self, source: Source, count: int) -> None:
+        """Run ``source`` until it has announced ``count`` upstreams (the
+        first connection and each reconnect), then stop it."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.run, source)
+            await self.wait_for(lambda items: len(
+                [i for i in items if isinstance(i, Upstream)]) >= count)
+            nursery.cancel_scope.cancel()
+
     def data(self) -> bytes:
         return b"".join(i for i in self.items if isinstance(i, bytes))
 

@@ -250,11 +250,7 @@ async def test_a_lost_origin_is_reconnected_and_marked_as_a_new_upstream() -> No
         async with origin(sender(b"first", linger=0.2)) as port:
             source = PullSource([parse_net_spec(tcp(port), "SOURCE")], timeout=5)
             collector = Collector()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(collector.run, source)
-                await collector.wait_for(lambda items: len(
-                    [i for i in items if isinstance(i, Upstream)]) >= 3)
-                nursery.cancel_scope.cancel()
+            await collector.run_until_upstreams(source, 3)
     items = collector.items
     assert isinstance(items[0], Upstream) and items[1] == b"first"
     assert collector.upstreams() == [tcp(port)] * 3
@@ -340,11 +336,7 @@ async def test_silence_counts_as_a_loss() -> None:
         async with origin(sender(b"hello", linger=30)) as port:
             source = PullSource([parse_net_spec(tcp(port), "SOURCE")], timeout=0.3)
             collector = Collector()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(collector.run, source)
-                await collector.wait_for(lambda items: len(
-                    [i for i in items if isinstance(i, Upstream)]) >= 2)
-                nursery.cancel_scope.cancel()
+            await collector.run_until_upstreams(source, 2)
     assert source.status.last_error == "no data for 0.3 s"
 
 
@@ -418,11 +410,7 @@ async def test_http_pull_reads_every_body_framing(head: bytes, body: list[bytes]
             spec = parse_net_spec(f"http://127.0.0.1:{port}/live", "SOURCE")
             source = PullSource([spec], timeout=5)
             collector = Collector()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(collector.run, source)
-                await collector.wait_for(lambda items: len(
-                    [i for i in items if isinstance(i, Upstream)]) >= 2)
-                nursery.cancel_scope.cancel()
+            await collector.run_until_upstreams(source, 2)
     first = collector.items[1:collector.items.index(collector.items[0], 1)]
     assert b"".join(i for i in first if isinstance(i, bytes)) == expected
 
